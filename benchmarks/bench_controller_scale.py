@@ -1,0 +1,144 @@
+"""Scale reaction of the controller's planner to a 2x load step, on a virtual clock.
+
+The pure ``ControlPlanner`` is ticked once per virtual second with Poisson arrivals
+(seeded): ``--warm-s`` of steady load, then a step to 2x held for ``--hold-s``.
+Workers follow the planner's targets after ``--boot-s`` (an ideal actuator with a
+start-up delay) and report zero queues, so the planner reacts to the forecast, not
+to a breach. Measured per load predictor and seed:
+
+- time to new target: from the step to the first tick whose desired replicas reach
+  what the 2x load needs (the target held at the end of the run), per role;
+- direction reversals of the desired replicas in the 10 minutes of steady 2x load
+  that follow (after the step's own scale-up), and in the steady warm-up too.
+
+Goal (issue 5): < 30 s to the new target, <= 1 reversal in 10 min of steady load.
+
+    .venv/bin/python benchmarks/bench_controller_scale.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import statistics
+from collections.abc import Mapping
+
+import numpy as np
+
+from controlplane.policy.control_fields import ControlState
+from controlplane.policy.planner import ControlPlanner, ControlPolicyConfig
+from controlplane.policy.planner_types import TickInput
+from controlplane.policy.predictor import ProfilePredictor
+from controlplane.policy.scale import EngineLimits
+from controlplane.policy.scaler import Forecast
+from controlplane.schemas import Priority, RequestRecord, TenantSLA, WorkerSnapshot
+from workers.sim.profile import load_profile
+
+TENANT = TenantSLA(tenant="t", priority=Priority.STANDARD, ttft_ms=1000.0, itl_ms=50.0)
+
+
+def workers(now_s: float, counts: Mapping[str, int]) -> dict[str, WorkerSnapshot]:
+    out = {}
+    for role, n in counts.items():
+        for i in range(n):
+            w = f"{role}-{i}"
+            out[w] = WorkerSnapshot("c", w, role, "m", ts_ms=int(now_s * 1000) - 50, seq=int(now_s))
+    return out
+
+
+def reversals(xs: list[int]) -> int:
+    dirs = [b - a for a, b in itertools.pairwise(xs) if b != a]
+    return sum(1 for a, b in itertools.pairwise(dirs) if (a > 0) != (b > 0))
+
+
+def run(args: argparse.Namespace, predictor: str, seed: int) -> dict[str, float]:
+    prof = load_profile(args.profile)
+    cfg = ControlPolicyConfig.model_validate(
+        {"scale": {"load_predictor": predictor, "interval_s": args.interval_s, "max_replicas": 64}}
+    )
+    cp = ControlPlanner(
+        cfg, ProfilePredictor(prof), prof, EngineLimits(prof.kv_capacity_tokens, prof.max_num_seqs)
+    )
+    rng = np.random.default_rng(seed)
+    ctl = ControlState()
+    counts: dict[str, int] = {"prefill": 1, "decode": 1}
+    pending: list[tuple[float, dict[str, int]]] = []
+    series: dict[str, list[int]] = {"prefill": [], "decode": []}
+    t0, n = 0.0, 0
+    total = args.warm_s + args.hold_s
+    for i in range(int(total)):
+        now = t0 + i
+        rate = args.base_rps * (2.0 if i >= args.warm_s else 1.0)
+        k = int(rng.poisson(rate))
+        recs = [
+            RequestRecord(f"r{n + j}", "t", "m", int(now * 1000), "ok",
+                          prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens,
+                          ttft_ms=100.0, tpot_ms=10.0)
+            for j in range(k)
+        ]  # fmt: skip
+        n += k
+        eff = cp.on_tick(TickInput(now, workers(now, counts), {"t": TENANT}, recs, ctl))
+        ctl = ControlState(eff.route_weights, eff.draining, eff.admit, ctl.version + 1)
+        if eff.scale is not None:
+            want = {r: v for r, v in eff.scale.desired.items() if r in series}
+            pending.append((now + args.boot_s, want))
+        while pending and pending[0][0] <= now:
+            counts.update(pending.pop(0)[1])
+        for r in series:
+            series[r].append(eff.scale.desired.get(r, counts[r]) if eff.scale else counts[r])
+    out: dict[str, float] = {}
+    step = args.warm_s
+    f = Forecast(2.0 * args.base_rps, args.prompt_tokens, args.output_tokens, 0.0)
+    needs = cp.scaler.needs(f, TENANT.ttft_ms, TENANT.itl_ms)
+    for r, xs in series.items():
+        target = math.ceil(needs[r].replicas - 1e-6)  # what exactly 2x needs, noise-free
+        before = xs[step - 1]
+        reach = next((i - step for i in range(step, len(xs)) if xs[i] >= target), -1)
+        out[f"{r}_before"] = before
+        out[f"{r}_after"] = xs[-1]
+        out[f"{r}_target"] = target
+        out[f"{r}_time_to_target_s"] = reach
+        settle = step + max(60, reach + 1)
+        out[f"{r}_reversals_after"] = reversals(xs[settle : settle + 600])
+        out[f"{r}_reversals_warm"] = reversals(xs[max(0, step - 600) : step])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--profile", default="h100-llama3.1-8b")
+    ap.add_argument("--base-rps", type=float, default=40.0)
+    ap.add_argument("--prompt-tokens", type=int, default=2048)
+    ap.add_argument("--output-tokens", type=int, default=256)
+    ap.add_argument("--interval-s", type=float, default=10.0)
+    ap.add_argument("--boot-s", type=float, default=0.0)
+    ap.add_argument("--warm-s", type=int, default=905, help="step time; 905 = mid-interval")
+    ap.add_argument("--hold-s", type=int, default=900)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--predictors", default="constant,moving_average,ewma,holt_winters")
+    args = ap.parse_args()
+    print(f"profile={args.profile} base={args.base_rps} rps -> {2 * args.base_rps} rps, "
+          f"prompt={args.prompt_tokens} output={args.output_tokens} interval={args.interval_s}s "
+          f"boot={args.boot_s}s seeds={args.seeds}")  # fmt: skip
+    print("| predictor | role | replicas before -> after | time to target s (median / max) "
+          "| reversals in 10 min steady 2x (max) | reversals in 10 min warm (max) |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for pred in args.predictors.split(","):
+        runs = [run(args, pred, s) for s in range(args.seeds)]
+        for role in ("prefill", "decode"):
+            t = [r[f"{role}_time_to_target_s"] for r in runs]
+            ba = sorted({(int(r[f"{role}_before"]), int(r[f"{role}_after"])) for r in runs})
+            tgt = int(runs[0][f"{role}_target"])
+            print(
+                f"| {pred} | {role} | {', '.join(f'{b} -> {a}' for b, a in ba)} (need {tgt}) | "
+                f"{statistics.median(t):.0f} / {max(t):.0f} | "
+                f"{max(r[f'{role}_reversals_after'] for r in runs):.0f} | "
+                f"{max(r[f'{role}_reversals_warm'] for r in runs):.0f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

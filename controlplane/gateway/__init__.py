@@ -1,0 +1,1 @@
+"""The OpenAI-compatible, SLA-aware gateway (``slaplane gateway``)."""

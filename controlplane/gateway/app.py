@@ -1,0 +1,608 @@
+"""The gateway process: aiohttp app wiring auth → admission → routing → P/D relay.
+
+Policy decisions come from the pure core (``controlplane.policy``) over the
+in-memory ``ClusterState``; the only store round trips on a request's path are
+the tenant lookups (cached) and the atomic rate-limit/concurrency checks, both
+failing open to local state when the store is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import json
+import logging
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from controlplane.errors import (
+    ClientRejected,
+    ModelNotFound,
+    NoCapacity,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    SlaplaneError,
+    Unauthorized,
+    UpstreamError,
+)
+from controlplane.gateway.breaker import CircuitBreakers
+from controlplane.gateway.cluster import ClusterState, Follower
+from controlplane.gateway.config import GatewaySettings
+from controlplane.gateway.limits import Limits
+from controlplane.gateway.metrics import GatewayMetrics
+from controlplane.gateway.parse import ParsedRequest, parse_body
+from controlplane.gateway.recorder import RequestRecorder
+from controlplane.gateway.relay import SseScanner, Timings, error_event, scan_json_response
+from controlplane.gateway.serve import Outcome, RequestJudge
+from controlplane.gateway.tenants import TenantDirectory
+from controlplane.gateway.upstream import AiohttpWorkerClient, UpstreamStream, WorkerClient
+from controlplane.gateway.waitqueue import WaitQueue
+from controlplane.policy.admission import AdmissionContext, AdmissionParams, AdmissionPolicy
+from controlplane.policy.admission.rate_limit import estimate_tokens
+from controlplane.policy.predictor import LatencyPredictor, ProfilePredictor, queued_prompt_tokens
+from controlplane.policy.registry import RouterConfig, build_router
+from controlplane.policy.types import RouteDecision, RouteRequest
+from controlplane.schemas import DEFAULT_TENANT
+from controlplane.state.store import Store
+
+log = logging.getLogger("slaplane.gateway")
+_TENANT_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+class _SseResponse(web.StreamResponse):
+    """A stream whose headers go out with its first chunk (one write, one packet) instead
+    of on ``prepare``: the relay prepares only once the first upstream chunk is in hand,
+    so a separate header write would only add a syscall to every request's TTFT."""
+
+    _send_headers_immediately = False
+
+
+def _worker_id(url: str) -> str:
+    return urlsplit(url).netloc or url
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        store: Store,
+        *,
+        client: WorkerClient | None = None,
+        registry: CollectorRegistry | None = None,
+        predictor: LatencyPredictor | None = None,
+    ) -> None:
+        self.s = settings
+        self.store = store
+        self.registry = registry or CollectorRegistry()
+        self.metrics = GatewayMetrics(self.registry, settings.cluster)
+        self.client = client or AiohttpWorkerClient(
+            settings.connect_timeout_s, settings.first_byte_timeout_s, settings.request_timeout_s
+        )
+        self.breakers = CircuitBreakers(settings.breaker_failures, settings.breaker_cooldown_s)
+        self.state = ClusterState(settings.cluster, settings.stale_after_s, self.breakers)
+        self.predictor = predictor or ProfilePredictor()
+        self.router = build_router(
+            RouterConfig(policy=settings.policy, params=settings.policy_params), self.predictor
+        )
+        self.admission = AdmissionPolicy(AdmissionParams.model_validate(settings.admission_params))
+        self.tenants = TenantDirectory(
+            store, self.metrics, settings.tenant_cache_s, settings.store_timeout_s
+        )
+        self.limits = Limits(
+            store, settings.cluster, self.metrics, self.admission.params.rate_limit,
+            settings.store_timeout_s, settings.store_backoff_max_s,
+        )  # fmt: skip
+        self.recorder = RequestRecorder(
+            store, settings.cluster, self.metrics, settings.record_flush_s
+        )
+        self.follower = Follower(
+            store, self.state, self.metrics, settings.resync_s, settings.store_backoff_max_s
+        )
+        self.judge = RequestJudge(self.metrics, self.recorder, settings.cluster)
+        self.waiting_by_rank: dict[int, int] = {}
+        self.queued = 0
+        self._id_prefix = uuid.uuid4().hex[:12]
+        """Request ids: a random per-process prefix and a counter (no urandom per request)."""
+        self._ids = itertools.count()
+        self.waitq = WaitQueue()
+        """Held requests (admission queue), released best priority first on capacity."""
+        self.state.listener = self.waitq.wake
+        self._overhead = self.metrics.overhead.labels(settings.cluster)
+        self._inflight_gauge = self.metrics.inflight.labels(settings.cluster)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._events: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        for role, urls in (("prefill", settings.prefill_url), ("decode", settings.decode_url),
+                           ("both", settings.worker_url)):  # fmt: skip
+            for u in urls:
+                self.state.add_static(_worker_id(u), role, u.rstrip("/"), settings.model)
+
+    # --- lifecycle -----------------------------------------------------------
+    def make_app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self.s.max_body_bytes, middlewares=[self._errors_middleware]
+        )
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/ready", self.ready)
+        app.router.add_get("/metrics", self.metrics_handler)
+        app.on_startup.append(self._startup)
+        app.on_cleanup.append(self._cleanup)
+        return app
+
+    async def _startup(self, app: web.Application) -> None:
+        try:
+            await asyncio.wait_for(self.follower.resync_once(), 2.0)
+            await asyncio.wait_for(self.tenants.refresh(), 2.0)
+        except Exception as exc:  # start anyway; the followers keep retrying
+            log.warning("store not reachable at startup", extra={"err": repr(exc)})
+        await self._discover_static_models()
+        loops = [self.follower.run_resync(), self.follower.run_telemetry(),
+                 self.follower.run_events(self._events), self.recorder.run(),
+                 self._run_events(), self._run_prober()]  # fmt: skip
+        self._tasks = [asyncio.create_task(c) for c in loops]
+
+    async def _cleanup(self, app: web.Application) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.recorder.flush(), 2.0)
+        except Exception as exc:
+            log.warning("request records not flushed at shutdown", extra={"err": repr(exc)})
+        await self.client.close()
+
+    async def _discover_static_models(self) -> None:
+        async def one(w: str) -> None:
+            try:
+                data = await self.client.get_json(self.state.url(w) + "/v1/models", 2.0)
+                models = [m["id"] for m in data.get("data", []) if isinstance(m, dict)]
+                if models and not self.s.model:
+                    self.state.set_static_model(w, models[0])
+            except Exception as exc:
+                log.warning(
+                    "static worker not answering /v1/models", extra={"worker": w, "err": repr(exc)}
+                )
+
+        await asyncio.gather(*(one(w) for w in self.state.static if not self.state.static[w].model))
+
+    async def _run_events(self) -> None:
+        """Tenant/key changes invalidate caches; everything refreshes tenants' gauges."""
+        while True:
+            ev = await self._events.get()
+            if ev.get("kind") in ("tenant", "apikey"):
+                self.tenants.invalidate()
+                try:
+                    await self.tenants.refresh()
+                except Exception as exc:
+                    log.warning("tenant refresh failed", extra={"err": repr(exc)})
+
+    async def _run_prober(self) -> None:
+        """Lets a broken worker back after a healthy /health (breaker half-open probe),
+        and retries model discovery for static workers that were not up at startup."""
+        tick = 0
+        while True:
+            await asyncio.sleep(0.25)
+            tick += 1
+            now = time.time()
+            for w in self.breakers.probe_due(now):
+                try:
+                    await self.client.get_json(self.state.url(w) + "/health", 1.0)
+                    if self.breakers.success(w):
+                        self.metrics.breaker_open.labels(self.s.cluster, w).set(0)
+                        log.info("worker back after probe", extra={"worker": w})
+                except Exception:
+                    self.breakers.probed_bad(w, now)
+            if tick % 8 == 0:
+                await self._discover_static_models()
+                if tick % 40 == 0:
+                    with contextlib.suppress(Exception):
+                        await self.tenants.refresh()
+
+    # --- edge ----------------------------------------------------------------
+    @web.middleware
+    async def _errors_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            resp: web.StreamResponse = await handler(request)
+            return resp
+        except SlaplaneError as e:
+            return self._error(e)
+        except web.HTTPRequestEntityTooLarge:
+            return self._error(
+                PayloadTooLarge(f"Request body exceeds {self.s.max_body_bytes} bytes")
+            )
+        except web.HTTPNotFound:
+            return self._error(NotFound(f"No route for {request.method} {request.path}"))
+        except web.HTTPMethodNotAllowed:
+            err = NotFound(
+                f"Method {request.method} not allowed on {request.path}", code="method_not_allowed"
+            )
+            err.status = 405
+            return self._error(err)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.path})
+            return self._error(SlaplaneError("Internal gateway error"))
+
+    @staticmethod
+    def _error(e: SlaplaneError) -> web.Response:
+        if isinstance(e, ClientRejected) and e.body:
+            return web.Response(status=e.status, body=e.body, content_type="application/json")
+        return web.json_response(e.to_openai(), status=e.status, headers=e.headers())
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        n = self.state.usable_count(time.time())
+        body = {"ready": n > 0, "workers": n, "store": self.follower.store_ok}
+        return web.json_response(body, status=200 if n > 0 else 503)
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def models(self, request: web.Request) -> web.Response:
+        await self._identify(request)
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "slaplane"}
+            for m in self.state.models()
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "completions")
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "chat")
+
+    async def _identify(self, request: web.Request) -> str:
+        if self.s.trust_tenant_header:
+            t = request.headers.get("X-Tenant-ID")
+            if t:
+                if len(t) > 64 or not set(t) <= _TENANT_OK:
+                    raise Unauthorized("Invalid X-Tenant-ID header.", code="invalid_tenant")
+                return t
+        auth = request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer " and auth[7:].strip():
+            return await self.tenants.tenant_for_key(auth[7:].strip())
+        if not self.s.require_key:
+            return DEFAULT_TENANT
+        raise Unauthorized(
+            "You didn't provide an API key. Use 'Authorization: Bearer <key>'.",
+            code="missing_api_key",
+        )
+
+    # --- request path ----------------------------------------------------------
+    async def _handle(self, request: web.Request, kind: str) -> web.StreamResponse:
+        t = Timings(time.perf_counter())
+        out = Outcome(request_id=f"gw-{self._id_prefix}{next(self._ids):08x}",
+                      arrival_ms=int(time.time() * 1000))  # fmt: skip
+        hold = None
+        try:
+            raw = await request.read()
+            pr = parse_body(raw, kind, self.router.block_tokens)
+            out.model = pr.model
+            out.prompt_tokens = pr.prompt_tokens
+            tenant = await self._identify(request)
+            sla = self.tenants.cached_sla(tenant) or await self.tenants.sla_for(tenant)
+            out.tenant, out.sla = tenant, sla
+            out.label_tenant = tenant if sla.tenant == tenant else DEFAULT_TENANT
+            if pr.model not in self.state.model_names:
+                raise ModelNotFound(f"The model `{pr.model}` does not exist.", param="model")
+            rreq = RouteRequest(
+                out.request_id, tenant, pr.model, pr.prompt_tokens, pr.max_tokens, sla.priority,
+                sla.ttft_ms, sla.itl_ms, pr.block_hashes,
+            )  # fmt: skip
+            if sla.max_concurrency is not None or sla.rate_limit.rpm or sla.rate_limit.tpm:
+                hold = await self.limits.admit(
+                    sla, tenant, estimate_tokens(pr.prompt_tokens, pr.max_tokens), out.request_id
+                )
+            decision = await self._admit(rreq, out)
+            self._overhead.observe(time.perf_counter() - t.t0)
+            return await self._serve(request, pr, rreq, decision, t, out)
+        except SlaplaneError as e:
+            self.judge.failed(out, t, e)
+            raise
+        except asyncio.CancelledError:
+            self.judge.finish(out, t, "cancelled")
+            raise
+        finally:
+            if hold is not None:
+                await self.limits.release(hold)
+
+    def _route(self, rreq: RouteRequest, exclude: set[str] | None = None) -> RouteDecision:
+        d = self.router.route(rreq, self.state.view(), time.time(), exclude or ())
+        if d is None:
+            raise NoCapacity(f"No worker available for model `{rreq.model}`.", retry_after_s=1.0)
+        for f in d.fallbacks:
+            self.metrics.fallbacks.labels(self.s.cluster, f).inc()
+        return d
+
+    async def _admit(self, rreq: RouteRequest, out: Outcome) -> RouteDecision:
+        deadline = None
+        ticket = (0, 0)
+        active = self.admission.active
+        active.observe(rreq.tenant, rreq.priority.rank, rreq.ttft_target_ms, time.time())
+        while True:
+            d = self._route(rreq)
+            first = d.prefill or d.decode
+            snap = self.state.workers[first]
+            drain_s = (
+                self.predictor.drain_ms(snap, queued_prompt_tokens(snap, self.state.view())) / 1000
+            )
+            q = self.admission.params.queue
+            sat = 0.0
+            if q.max_size > 0:
+                sat = self.admission.detector.saturation(
+                    (
+                        self.state.workers[w]
+                        for w in self.state.pools.get((rreq.model, snap.role), [])
+                    ),
+                    time.time(),
+                )
+            ctx = AdmissionContext(
+                rreq, d.predicted_ttft_ms, drain_s, self.waiting_by_rank, self.state.control.admit,
+                self.tenants.priorities, sat, self.queued if deadline is None else 0,
+                active.by_rank(time.time()),
+                0.0 if out.queued_s is None else time.perf_counter() - out.queued_s,
+            )  # fmt: skip
+            v = self.admission.decide(ctx, time.time())
+            out.predicted_ttft_ms = d.predicted_ttft_ms
+            if v.admitted:
+                if deadline is not None:
+                    self.waitq.wake()  # pass the turn on: capacity may suffice for more
+                return d
+            if v.queue:
+                now = time.time()
+                if deadline is None:
+                    deadline = self.admission.queue_deadline_s(rreq, now)
+                    ticket = self.waitq.ticket(rreq.priority.rank)
+                    self.queued += 1
+                    out.queued_s = time.perf_counter()
+                if now < deadline:
+                    try:
+                        await self.waitq.wait(ticket, deadline - now)
+                    except asyncio.CancelledError:
+                        self.queued -= 1
+                        raise
+                    continue
+                v_reason, retry = "queue_timeout", 1.0
+            else:
+                v_reason, retry = v.reason, v.retry_after_s or 1.0
+            if deadline is not None:
+                self.queued -= 1
+            raise RateLimited(
+                f"Request not admitted ({v_reason}).", code=v_reason, retry_after_s=retry
+            )
+
+    async def _serve(
+        self,
+        request: web.Request,
+        pr: ParsedRequest,
+        rreq: RouteRequest,
+        decision: RouteDecision,
+        t: Timings,
+        out: Outcome,
+    ) -> web.StreamResponse:
+        if out.queued_s is not None:
+            self.queued -= 1
+            out.queue_ms = (time.perf_counter() - out.queued_s) * 1000
+        rank = rreq.priority.rank
+        wbr = self.waiting_by_rank
+        wbr[rank] = wbr.get(rank, 0) + 1
+        waiting = True
+        self._inflight_gauge.inc()
+        excluded: set[str] = set()
+        up: UpstreamStream | None = None
+        first_chunk = b""
+        try:
+            for attempt in range(self.s.max_attempts):
+                if attempt:
+                    decision = self._route(rreq, excluded)
+                self.router.observe(rreq, decision, self.state.view(), time.time())
+                out.prefill_worker = decision.prefill or ""
+                out.decode_worker = decision.decode
+                try:
+                    up, first_chunk = await self._attempt(pr, rreq, decision, out)
+                    break
+                except UpstreamError as e:
+                    failed = e.worker or decision.decode
+                    excluded.add(failed)
+                    if self.breakers.failure(failed, time.time()):
+                        self.metrics.breaker_open.labels(self.s.cluster, failed).set(1)
+                        log.warning("circuit open", extra={"worker": failed, "err": e.message})
+                    self.metrics.retries.labels(self.s.cluster, failed, e.code).inc()
+                    if attempt + 1 >= self.s.max_attempts:
+                        raise
+            assert up is not None
+            wbr[rank] -= 1
+            waiting = False
+            return await self._relay(request, pr, up, first_chunk, t, out)
+        finally:
+            if waiting:
+                wbr[rank] -= 1
+            self._inflight_gauge.dec()
+            self.waitq.wake()  # a finished request may have freed capacity
+            if up is not None:
+                up.close()
+
+    def _track(self, worker: str, delta: int, tokens: int = 0) -> None:
+        st = self.state
+        st.inflight[worker] = st.inflight.get(worker, 0) + delta
+        if tokens:
+            st.pending_prefill_tokens[worker] = st.pending_prefill_tokens.get(worker, 0) + tokens
+
+    async def _attempt(
+        self, pr: ParsedRequest, rreq: RouteRequest, d: RouteDecision, out: Outcome
+    ) -> tuple[UpstreamStream, bytes]:
+        """One try on one route, up to the first upstream byte (retryable until then)."""
+        body: dict[str, Any] | bytes = pr.raw or pr.body  # one hop: the client's bytes as-is
+        m = self.metrics
+        if d.prefill is not None:
+            m.route(pr.model, d.policy, "prefill", d.prefill).inc()
+            body = await self._prefill(pr, d.prefill, rreq.prompt_tokens)
+        m.route(pr.model, d.policy, "decode" if d.prefill else "both", d.decode).inc()
+        tokens = 0 if d.prefill else rreq.prompt_tokens
+        self._track(d.decode, 1, tokens)
+        out.tracked.append((d.decode, tokens))
+        try:
+            up = await self.client.open_stream(self.state.url(d.decode) + pr.path, body)
+            it = up.chunks().__aiter__()
+            try:
+                first = await it.__anext__()
+            except StopAsyncIteration:
+                first = b""
+            except Exception as exc:
+                up.close()
+                raise UpstreamError(
+                    f"worker {d.decode} failed before the first byte: {exc!r}"
+                ) from exc
+            out.iterator = it
+            self.breakers.success(d.decode)
+            return up, first
+        except UpstreamError as e:
+            e.worker = e.worker or d.decode
+            self._untrack(out)
+            raise
+
+    def _untrack(self, out: Outcome) -> None:
+        for w, tokens in out.tracked:
+            self._track(w, -1, -tokens)
+        out.tracked.clear()
+
+    async def _prefill(
+        self, pr: ParsedRequest, worker: str, prompt_tokens: int
+    ) -> dict[str, Any] | bytes:
+        """P/D step 1: prefill with max_tokens=1 and do_remote_decode; returns the decode body
+        (the client's bytes with ``kv_transfer_params`` appended when that is safe, so the
+        prompt is not serialised a second time on the TTFT path)."""
+        body = copy.copy(pr.body)
+        body["max_tokens"] = 1
+        if "max_completion_tokens" in body:
+            body["max_completion_tokens"] = 1
+        body["stream"] = False
+        body.pop("stream_options", None)
+        body["kv_transfer_params"] = {"do_remote_decode": True}
+        self._track(worker, 1, prompt_tokens)
+        try:
+            resp = await self.client.post_json(self.state.url(worker) + pr.path, body)
+        except UpstreamError as e:
+            e.worker = worker
+            raise
+        finally:
+            self._track(worker, -1, -prompt_tokens)
+        self.breakers.success(worker)
+        params = resp.get("kv_transfer_params")
+        raw = pr.raw.rstrip()
+        if raw.endswith(b"}") and "kv_transfer_params" not in pr.body and len(pr.body) > 0:
+            extra = json.dumps(params, separators=(",", ":")).encode()
+            return raw[:-1] + b',"kv_transfer_params":' + extra + b"}"
+        dbody = dict(pr.body)
+        dbody["kv_transfer_params"] = params
+        return dbody
+
+    async def _relay(
+        self,
+        request: web.Request,
+        pr: ParsedRequest,
+        up: UpstreamStream,
+        first: bytes,
+        t: Timings,
+        out: Outcome,
+    ) -> web.StreamResponse:
+        it = out.iterator
+        assert it is not None
+        if not pr.stream:
+            chunks = [first]
+            try:
+                async for c in it:
+                    chunks.append(c)
+            except Exception as exc:
+                self._untrack(out)
+                raise UpstreamError(
+                    f"worker {out.decode_worker} failed: {exc!r}", retryable=False
+                ) from exc
+            raw = b"".join(chunks)
+            resp = web.Response(status=up.status, body=raw, content_type="application/json")
+            await resp.prepare(request)
+            await resp.write_eof()
+            now = time.perf_counter()
+            t.first_token_s = t.last_token_s = now
+            scan_json_response(t, raw)
+            self._untrack(out)
+            self.judge.finish(out, t, "ok")
+            return resp
+        sresp = _SseResponse(
+            status=up.status,
+            headers={"Content-Type": up.content_type, "Cache-Control": "no-cache"},
+        )
+        await sresp.prepare(request)
+        scan = SseScanner(t)
+        outcome = "ok"
+        chunk = first
+        pending_first = True
+        try:
+            while True:
+                if chunk:
+                    try:  # write first: scanning must not delay the client's bytes
+                        await sresp.write(chunk)
+                    except (ConnectionResetError, RuntimeError):
+                        outcome = "cancelled"  # client went away: abort upstream (finally closes)
+                        break
+                    sent = time.perf_counter()
+                    n = scan.feed(chunk)
+                    if n:
+                        scan.mark(n, sent)
+                        if pending_first:
+                            pending_first = False
+                            self._clear_pending(out)
+                try:
+                    chunk = await it.__anext__()
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    outcome = "error"
+                    await self._safe_write(
+                        sresp, error_event(f"worker failed mid-stream: {exc.__class__.__name__}")
+                    )
+                    break
+            if outcome == "ok" and not t.done_seen:
+                outcome = "error"
+                await self._safe_write(sresp, error_event("worker closed the stream early"))
+            if outcome != "cancelled":
+                try:
+                    await sresp.write_eof()
+                except (ConnectionResetError, RuntimeError):
+                    outcome = "cancelled"
+        finally:
+            self._untrack(out)
+            self.judge.finish(out, t, outcome)
+        return sresp
+
+    def _clear_pending(self, out: Outcome) -> None:
+        """First token: the prompt is done, so it no longer counts as queued prefill
+        (and a held request may now fit)."""
+        self.waitq.wake()
+        for i, (w, tokens) in enumerate(out.tracked):
+            if tokens:
+                self.state.pending_prefill_tokens[w] = (
+                    self.state.pending_prefill_tokens.get(w, 0) - tokens
+                )
+                out.tracked[i] = (w, 0)
+
+    @staticmethod
+    async def _safe_write(resp: web.StreamResponse, data: bytes) -> None:
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await resp.write(data)

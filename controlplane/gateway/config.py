@@ -1,0 +1,50 @@
+"""Gateway settings: CLI flags over ``SLAPLANE_*`` env vars over these defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from controlplane.config import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    policy: str = "sla"
+    policy_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-plugin params (``registry.RouterConfig.params``), e.g. from a JSON flag."""
+    admission_params: dict[str, Any] = Field(default_factory=dict)
+    profile: str = ""
+    """Latency profile for the predictor: a sim profile name (``cpu-tiny``) or CSV path."""
+    trust_tenant_header: bool = False
+    require_key: bool = True
+    """When false, requests without a key are served as the ``default`` tenant."""
+    prefill_url: list[str] = Field(default_factory=list)
+    decode_url: list[str] = Field(default_factory=list)
+    worker_url: list[str] = Field(default_factory=list)
+    model: str = ""
+    """Model name of static workers when they cannot be asked (else from their /v1/models)."""
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    first_byte_timeout_s: float = Field(default=60.0, gt=0)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    stale_after_s: float = Field(default=2.0, gt=0)
+    resync_s: float = Field(default=2.0, gt=0)
+    store_timeout_s: float = Field(default=0.25, gt=0)
+    store_backoff_max_s: float = Field(default=2.0, gt=0)
+    tenant_cache_s: float = Field(default=10.0, ge=0)
+    record_flush_s: float = Field(default=0.25, gt=0)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown_s: float = Field(default=2.0, gt=0)
+    event_loop: str = Field(default="auto", pattern="^(auto|uvloop|asyncio)$")
+    """``auto`` runs on uvloop when it is installed (lower added latency per hop)."""
+
+    @field_validator("prefill_url", "decode_url", "worker_url", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [u.strip() for u in v.split(",") if u.strip()]
+        return v

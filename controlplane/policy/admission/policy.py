@@ -1,0 +1,119 @@
+"""The pure part of admission, run after rate limits/concurrency and after routing.
+
+Order: controller admit fraction (with the premium rule) → predictive early
+rejection → priority protection (``protect.py``: a lower class may not build a
+queue an active higher class would miss in; held in the driver's admission queue,
+else rejected) → saturation queueing. Rate limits and concurrency are executed by the
+driver (store round trip live, ``LocalBuckets`` in replay) from ``bucket_specs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from controlplane.policy.admission.admit_fraction import (
+    AdmitFractionGate,
+    AdmitFractionParams,
+    effective_fraction,
+)
+from controlplane.policy.admission.predictive import EarlyRejecter, PredictiveParams
+from controlplane.policy.admission.protect import ActiveTargets, PriorityProtector, ProtectParams
+from controlplane.policy.admission.rate_limit import RateLimitParams
+from controlplane.policy.admission.saturation import SaturationParams, UtilizationDetector
+from controlplane.policy.types import ADMIT, RouteRequest, Verdict
+from controlplane.schemas import Priority
+
+
+class QueueParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_size: int = Field(default=0, ge=0)
+    """Requests the gateway may hold while the pool is saturated; 0 disables queueing."""
+    max_wait_s: float = Field(default=1.0, gt=0)
+    """A queued request leaves with 429 after this long or its TTFT target, if sooner."""
+
+
+class AdmissionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rate_limit: RateLimitParams = RateLimitParams()
+    admit_fraction: AdmitFractionParams = AdmitFractionParams()
+    predictive: PredictiveParams = PredictiveParams()
+    protect: ProtectParams = ProtectParams()
+    saturation: SaturationParams = SaturationParams()
+    queue: QueueParams = QueueParams()
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionContext:
+    req: RouteRequest
+    predicted_ttft_ms: float | None = None
+    drain_s: float = 0.0
+    waiting_by_rank: Mapping[int, int] = field(default_factory=dict)
+    """Requests waiting for their first token, per ``Priority.rank``, excluding this one."""
+    admit_fractions: Mapping[str, float] = field(default_factory=dict)
+    tenant_priorities: Mapping[str, Priority] = field(default_factory=dict)
+    saturation: float = 0.0
+    queued: int = 0
+    """Requests already held in the driver's queue."""
+    active_ttft_targets_ms_by_rank: Mapping[int, float] = field(default_factory=dict)
+    """Tightest TTFT target per ``Priority.rank`` among recently arrived tenants
+    (``AdmissionPolicy.active``); what priority protection keeps room for."""
+    waited_s: float = 0.0
+    """How long this request has been held in the driver's queue (0 on arrival): a held
+    request that can no longer make its own target leaves instead of being served late."""
+
+
+class AdmissionPolicy:
+    def __init__(self, params: AdmissionParams | None = None) -> None:
+        self.params = params or AdmissionParams()
+        self.fraction_gate = AdmitFractionGate(params=self.params.admit_fraction)
+        self.rejecter = EarlyRejecter(params=self.params.predictive)
+        self.detector = UtilizationDetector(params=self.params.saturation)
+        self.protector = PriorityProtector(params=self.params.protect)
+        self.active = ActiveTargets(self.params.protect.active_window_s)
+        """Drivers ``observe`` every arrival here and pass ``by_rank`` in the context."""
+
+    def decide(self, ctx: AdmissionContext, now_s: float) -> Verdict:
+        req = ctx.req
+        frac = effective_fraction(
+            req.tenant, req.priority, ctx.admit_fractions, ctx.tenant_priorities
+        )
+        if frac < 1.0 and not self.fraction_gate.admit(req.tenant, frac):
+            return Verdict(
+                False, "admit_fraction", retry_after_s=1.0, inputs={"admit_fraction": frac}
+            )
+        v = self.rejecter.decide(req, ctx.predicted_ttft_ms, ctx.drain_s, ctx.waiting_by_rank)
+        if not v.admitted:
+            return v
+        q = self.params.queue
+        pv = self.protector.decide(
+            req, ctx.predicted_ttft_ms, ctx.drain_s * 1000.0, ctx.active_ttft_targets_ms_by_rank,
+            ctx.waited_s * 1000.0,
+        )  # fmt: skip
+        if not pv.admitted and pv.reason == "queue_timeout":
+            return pv
+        if not pv.admitted:
+            hold = self.params.protect
+            if hold.hold and ctx.queued < hold.max_held:  # held until the queue ahead drains
+                return Verdict(False, pv.reason, queue=True, inputs=pv.inputs)
+            return pv
+        if ctx.saturation >= 1.0 and q.max_size > 0:
+            if ctx.queued < q.max_size:
+                return Verdict(
+                    False, "saturated", queue=True, inputs={"saturation": ctx.saturation}
+                )
+            return Verdict(
+                False, "queue_full", retry_after_s=1.0, inputs={"saturation": ctx.saturation}
+            )
+        return v if v.reason != "ok" else ADMIT
+
+    def queue_deadline_s(self, req: RouteRequest, now_s: float) -> float:
+        """When a queued request must give up: its wait budget or TTFT target, if sooner.
+        With protection holding on, the budget is the larger of the two queues' (a
+        lower class held for a higher one may wait as long as its own target allows)."""
+        budget = self.params.queue.max_wait_s
+        if self.params.protect.hold:
+            budget = max(budget, self.params.protect.max_hold_s)
+        return now_s + min(budget, req.ttft_target_ms / 1000.0)

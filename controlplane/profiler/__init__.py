@@ -1,0 +1,1 @@
+"""``slaplane profile``: measure an OpenAI-compatible endpoint into a sim/predictor profile."""

@@ -1,0 +1,409 @@
+"""P/D mode of ``slaplane profile``: what a prefill/decode pair costs beyond a plain server.
+
+A P/D deployment is not two plain servers. With vLLM's KV connectors the prefill
+worker writes every prompt's KV (ExampleConnector: safetensors per layer, inside
+the forward step), and the decode worker loads it *inside its own forward step*, so
+every stream running on the decode engine waits for the load. On a small box the
+engines also share cores. Measured against a real pair, relative to a plain
+profile of the same model (``--base-profile``):
+
+``pd_prefill`` (1, L)
+    median TTFT of ``max_tokens=1`` requests with ``do_remote_decode`` to the
+    prefill worker; ``kv_save`` row = this minus the base profile's ``prefill_ms(L)``.
+``pd_join`` (b, L)
+    per round: ``b`` background streams of ``decode_tokens`` tokens on the decode
+    worker; once all are decoding, the decode worker's own ``/metrics`` are read
+    around a quiet window (mean inter-token latency = the batch's step) and around
+    ``joins`` requests whose L-token prompt was prefilled on the prefill worker,
+    joining one after another with ``max_tokens=1`` (the engine's prefill time of
+    each = the one step that admits it and loads its KV). Joined step minus batch
+    step is how much one remote-KV admission stretches every co-running stream: the
+    ``kv_load`` row. Engine-side timestamps keep the API server's delivery bursts
+    and a 2-s window of a busy host's noise out of a 20-100 ms signal (the first
+    version took the difference of whole-batch end times and was ±100 ms). It
+    includes the joiner's own decode slot and the prompt tail the connector does
+    not move (ExampleConnector moves whole 128-token blocks of ``L - 1`` tokens, the
+    decode worker recomputes the rest: use lengths that are not multiples of 128
+    so the tail is typical). A round where a background stream ended inside the
+    window, or a join did not land in it, is re-run.
+``pd_decode`` (b, c)
+    decode step time on the decode worker (the differential of ``measure.py``),
+    divided by the base profile's ``decode_ms(b, c)``: the median ratio is the
+    profile's ``decode_scale`` (engines sharing cores run their steps slower).
+``pd_remote`` (1, L)
+    idle TTFT at the decode worker of a remote-KV request (after the prefill
+    hand-off), reported only: minus ``decode_ms(1, L) + kv_load_ms(L)`` it is the
+    off-engine hand-off overhead (HTTP, connector look-up), which the replay's
+    ``--kv-transfer-ms`` models.
+
+``--co-load`` keeps the other engine busy while each point is measured (back-to-back
+prefills on the prefill worker while decode points run, decode streams on the decode
+worker while prefill points run): under traffic both engines work at once, and on
+a box whose cores they share with their API servers, a gateway and a client, each
+runs slower than beside an idle partner.
+
+The written profile is the base profile's text (header and rows byte-identical,
+only ``name`` changed and ``decode_scale`` added) followed by the ``kv_save`` and
+``kv_load`` rows; ``workers.sim.profile`` fits each to ``base + per_token x tokens``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+import zlib
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+
+from controlplane.profiler.client import discover_model, prefill_handoff, timed_completion
+from controlplane.profiler.measure import measure
+from controlplane.profiler.plan import Checkpoint, Point, Result
+from controlplane.profiler.run import measure_points
+from workers.sim import Profile, parse_profile
+
+BG_PROMPT_TOKENS = 64
+"""Prompt of the background streams: below one 128-token block, so the connector moves
+(and saves) nothing for them and they are pure decodes after their first step."""
+
+
+_DECLARED_TERMS = (
+    "kv_save_base_ms",
+    "kv_save_ms_per_token",
+    "kv_load_base_ms",
+    "kv_load_ms_per_token",
+    "decode_scale",
+)
+
+
+def make_pd_plan(
+    prompt_lengths: Iterable[int],
+    join_batches: Iterable[int],
+    decode_points: Iterable[tuple[int, int]],
+    max_model_len: int,
+) -> list[Point]:
+    lens = sorted({n for n in prompt_lengths if 1 < n < max_model_len})
+    pts = [Point("pd_prefill", 1, n) for n in lens]
+    pts += [Point("pd_remote", 1, n) for n in lens]
+    pts += [Point("decode_pd", b, c) for b, c in sorted(set(decode_points))]
+    pts += [Point("pd_join", b, n) for b in sorted(set(join_batches)) for n in lens]
+    return pts
+
+
+def _seed(point: Point, seed: int) -> int:
+    return seed * 1_000_003 + zlib.crc32(repr(point.key).encode()) % 1_000_000
+
+
+QUIET_WINDOW_S = 0.3
+"""Baseline window of each ``pd_join`` round: the background batch's own steps."""
+
+
+def hist_sum_count(text: str, family: str) -> tuple[float, float]:
+    """(sum, count) of a Prometheus histogram family over all its label sets."""
+    total = count = 0.0
+    for fam in text_string_to_metric_families(text):
+        if fam.name != family:
+            continue
+        for s in fam.samples:
+            if s.name == f"{family}_sum":
+                total += s.value
+            elif s.name == f"{family}_count":
+                count += s.value
+    return total, count
+
+
+ITL = "vllm:inter_token_latency_seconds"
+PREFILL_TIME = "vllm:request_prefill_time_seconds"
+
+
+async def _scrape(
+    session: aiohttp.ClientSession, base_url: str
+) -> tuple[float, float, float, float]:
+    async with session.get(f"{base_url}/metrics") as r:
+        r.raise_for_status()
+        text = await r.text()
+    return (*hist_sum_count(text, ITL), *hist_sum_count(text, PREFILL_TIME))
+
+
+async def _join_round(
+    session: aiohttp.ClientSession,
+    prefill_url: str,
+    decode_url: str,
+    model: str,
+    point: Point,
+    *,
+    joins: int,
+    decode_tokens: int,
+    seed: int,
+) -> float | None:
+    """One round of ``pd_join`` (see the module doc): ms by which the step admitting a
+    remote-KV request exceeds the background batch's own step, or None when the joins
+    did not all run while the whole background batch was decoding."""
+    handles = []
+    for j in range(joins):  # the prefill side first: its time must not overlap the window
+        _, params = await prefill_handoff(session, prefill_url, model, point.tokens, seed + j)
+        handles.append(params)
+    started = asyncio.Event()
+    left = [point.batch]
+
+    def first() -> None:
+        left[0] -= 1
+        if left[0] == 0:
+            started.set()
+
+    bg = asyncio.gather(
+        *(
+            timed_completion(
+                session,
+                decode_url,
+                model,
+                BG_PROMPT_TOKENS,
+                decode_tokens,
+                seed + 500 + i,
+                on_first=first,
+            )
+            for i in range(point.batch)
+        )
+    )
+    try:
+        await asyncio.wait_for(started.wait(), 60.0)
+        m0 = await _scrape(session, decode_url)
+        await asyncio.sleep(QUIET_WINDOW_S)
+        m1 = await _scrape(session, decode_url)
+        for j, params in enumerate(handles):
+            await timed_completion(
+                session, decode_url, model, point.tokens, 1, seed + j, kv_transfer_params=params
+            )
+        m2 = await _scrape(session, decode_url)
+        t_end = time.perf_counter()
+    finally:
+        streams = await bg
+    if min(s.end_s for s in streams) <= t_end:
+        return None  # a background stream ended inside the window
+    d_itl, n_itl = m1[0] - m0[0], m1[1] - m0[1]
+    d_pf, n_pf = m2[2] - m1[2], m2[3] - m1[3]
+    if n_itl < 1 or n_pf != joins:
+        return None
+    return (d_pf / n_pf - d_itl / n_itl) * 1000.0
+
+
+CO_PROMPT_TOKENS = 1400
+"""Prompt of the co-load on the prefill worker (a typical Azure code prompt)."""
+CO_BATCH = 4
+"""Streams of the co-load on the decode worker."""
+
+
+@contextlib.asynccontextmanager
+async def co_load(
+    session: aiohttp.ClientSession, url: str, model: str, on_prefill: bool, seed: int
+) -> AsyncIterator[None]:
+    """Keep the *other* engine of the pair busy while a point is measured, as it is under
+    traffic: back-to-back P/D prefills of ``CO_PROMPT_TOKENS`` on the prefill worker, or
+    ``CO_BATCH`` decode streams on the decode worker. On a box where the engines share
+    cores with each other's API servers (and everything else), a step measured beside an
+    idle partner is faster than the same step under traffic."""
+
+    async def loop() -> None:
+        k = 0
+        while True:
+            k += 1
+            if on_prefill:
+                await prefill_handoff(session, url, model, CO_PROMPT_TOKENS, seed + k)
+            else:
+                await asyncio.gather(
+                    *(
+                        timed_completion(
+                            session, url, model, BG_PROMPT_TOKENS, 256, seed + 100 * k + i
+                        )
+                        for i in range(CO_BATCH)
+                    )
+                )
+
+    task = asyncio.create_task(loop())
+    try:
+        await asyncio.sleep(0.2)
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def measure_pd(
+    session: aiohttp.ClientSession,
+    prefill_url: str,
+    decode_url: str,
+    model: str,
+    point: Point,
+    *,
+    repeats: int,
+    decode_tokens: int,
+    joins: int,
+    seed: int,
+    with_co_load: bool = False,
+) -> Result:
+    """Measure one P/D point (see the module doc); latency_ms is the raw median. With
+    ``with_co_load`` the other engine is kept busy meanwhile (``co_load``), except for
+    the report-only ``pd_remote``."""
+    if with_co_load and point.phase != "pd_remote":
+        on_prefill = point.phase != "pd_prefill"
+        url = prefill_url if on_prefill else decode_url
+        async with co_load(session, url, model, on_prefill, 7_000_000 + _seed(point, seed)):
+            return await measure_pd(
+                session, prefill_url, decode_url, model, point, repeats=repeats,
+                decode_tokens=decode_tokens, joins=joins, seed=seed,
+            )  # fmt: skip
+    base = _seed(point, seed)
+    if point.phase == "pd_prefill":
+        ttfts = [
+            (
+                await timed_completion(
+                    session,
+                    prefill_url,
+                    model,
+                    point.tokens,
+                    1,
+                    base + k,
+                    kv_transfer_params={"do_remote_decode": True},
+                )
+            ).ttft_ms
+            for k in range(repeats)
+        ]
+        return Result(point.phase, 1, point.tokens, statistics.median(ttfts), len(ttfts))
+    if point.phase == "pd_remote":
+        got = []
+        for k in range(repeats):
+            _, params = await prefill_handoff(session, prefill_url, model, point.tokens, base + k)
+            t = await timed_completion(
+                session, decode_url, model, point.tokens, 2, base + k, kv_transfer_params=params
+            )
+            got.append(t.ttft_ms)
+        return Result(point.phase, 1, point.tokens, statistics.median(got), len(got))
+    if point.phase == "decode_pd":
+        r = await measure(
+            session, decode_url, model, Point("decode", point.batch, point.tokens),
+            repeats=repeats, decode_tokens=decode_tokens, seed=seed,
+        )  # fmt: skip
+        return Result(point.phase, r.batch, r.tokens, r.latency_ms, r.samples)
+    if point.phase != "pd_join":
+        raise ValueError(f"not a P/D point: {point}")
+    per_join: list[float] = []
+    for k in range(3 * repeats):
+        if len(per_join) == repeats:
+            break
+        stretch = await _join_round(
+            session, prefill_url, decode_url, model, point, joins=joins,
+            decode_tokens=decode_tokens, seed=base + k * 10_000,
+        )  # fmt: skip
+        if stretch is not None:
+            per_join.append(stretch)
+    if not per_join:
+        raise RuntimeError(
+            f"P/D point {point.key}: no join landed inside the background streams; "
+            "raise --decode-tokens"
+        )
+    return Result(point.phase, point.batch, point.tokens, statistics.median(per_join),
+                  len(per_join))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PDTerms:
+    """What the P/D points say against the base profile."""
+
+    kv_save_rows: list[tuple[int, int, float]]  # (batch, prompt tokens, extra ms)
+    kv_load_rows: list[tuple[int, int, float]]  # (co-running batch, prompt tokens, extra ms)
+    decode_ratios: list[tuple[int, int, float]]  # (batch, context, measured / base)
+    remote_ttft: list[tuple[int, float]]  # (prompt tokens, idle decode-side TTFT ms)
+
+    @property
+    def decode_scale(self) -> float:
+        return statistics.median(r for _, _, r in self.decode_ratios) if self.decode_ratios else 1.0
+
+
+def pd_terms(results: Iterable[Result], base: Profile) -> PDTerms:
+    save, load, ratios, remote = [], [], [], []
+    for r in sorted(results, key=lambda r: (r.phase, r.batch, r.tokens)):
+        if r.phase == "pd_prefill":
+            save.append((1, r.tokens, r.latency_ms - base.prefill_ms(r.tokens)))
+        elif r.phase == "pd_join":
+            load.append((r.batch, r.tokens, r.latency_ms))
+        elif r.phase == "decode_pd":
+            ratios.append((r.batch, r.tokens, r.latency_ms / base.decode_ms(r.batch, r.tokens)))
+        elif r.phase == "pd_remote":
+            remote.append((r.tokens, r.latency_ms))
+    return PDTerms(save, load, ratios, remote)
+
+
+def pd_profile_text(base_text: str, terms: PDTerms, meta: Mapping[str, str]) -> str:
+    """The base profile's text with ``meta`` set in its header line (``name``,
+    ``decode_scale``...) and the ``kv_save`` / ``kv_load`` rows appended in its dialect."""
+    lines = [
+        ln
+        for ln in base_text.rstrip("\n").split("\n")
+        if not ln.startswith(("kv_save,", "kv_load,"))  # a base with terms: the new rows win
+    ]
+    head_i = next((i for i, ln in enumerate(lines) if ln.startswith("# slaplane-profile")), None)
+    if head_i is None:
+        lines.insert(0, "# slaplane-profile")
+        head_i = 0
+    parts = lines[head_i].split()
+    drop = {*meta, *_DECLARED_TERMS}  # the measured rows replace any declared term
+    kv = [p for p in parts[2:] if "=" in p and p.split("=", 1)[0] not in drop]
+    lines[head_i] = " ".join([*parts[:2], *kv, *(f"{k}={v}" for k, v in meta.items())])
+    columns = next(ln for ln in lines if ln and not ln.startswith("#"))
+    five = columns.startswith("kind,")  # aiconfigurator dialect has a prefix_cached column
+    for kind, rows in (("kv_save", terms.kv_save_rows), ("kv_load", terms.kv_load_rows)):
+        for b, n, ms in rows:
+            lines.append(f"{kind},{b},{n},0,{ms:.3f}" if five else f"{kind},{b},{n},{ms:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def write_pd_profile(
+    path: Path, base_text: str, terms: PDTerms, meta: Mapping[str, str]
+) -> Profile:
+    """Write the P/D profile and parse it back (an unreadable file is an error now)."""
+    text = pd_profile_text(base_text, terms, meta)
+    prof = parse_profile(text, name=meta.get("name", path.stem))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return prof
+
+
+async def run_pd_plan(
+    prefill_url: str,
+    decode_url: str,
+    model: str | None,
+    plan: list[Point],
+    ckpt: Checkpoint,
+    *,
+    repeats: int,
+    decode_tokens: int,
+    joins: int,
+    timeout_s: float,
+    console: Console,
+    quiet: bool = False,
+    seed: int = 0,
+    with_co_load: bool = False,
+) -> str:
+    """Measure every P/D point not in the checkpoint (progress bar as ``run_plan``)."""
+    p_url, d_url = prefill_url.rstrip("/"), decode_url.rstrip("/")
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        connector=aiohttp.TCPConnector(limit=0),
+    ) as session:
+        model_id = model or await discover_model(session, d_url)
+
+        async def one(p: Point) -> Result:
+            return await measure_pd(
+                session, p_url, d_url, model_id, p, repeats=repeats,
+                decode_tokens=decode_tokens, joins=joins, seed=seed, with_co_load=with_co_load,
+            )  # fmt: skip
+
+        await measure_points(plan, ckpt, one, label="P/D profiling", console=console, quiet=quiet)
+    return model_id
