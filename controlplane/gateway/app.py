@@ -43,6 +43,7 @@ from controlplane.gateway.recorder import RequestRecorder
 from controlplane.gateway.relay import SseScanner, Timings, error_event, scan_json_response
 from controlplane.gateway.serve import Outcome, RequestJudge
 from controlplane.gateway.tenants import TenantDirectory
+from controlplane.gateway.unstarted import UnstartedRequests
 from controlplane.gateway.upstream import AiohttpWorkerClient, UpstreamStream, WorkerClient
 from controlplane.gateway.waitqueue import WaitQueue
 from controlplane.policy.admission import AdmissionContext, AdmissionParams, AdmissionPolicy
@@ -112,6 +113,8 @@ class Gateway:
         self._id_prefix = uuid.uuid4().hex[:12]
         """Request ids: a random per-process prefix and a counter (no urandom per request)."""
         self._ids = itertools.count()
+        self.unstarted = UnstartedRequests()
+        """Sent, prefill not begun: what admission may displace (``unstarted.py``)."""
         self.waitq = WaitQueue()
         """Held requests (admission queue), released best priority first on capacity."""
         self.state.listener = self.waitq.wake
@@ -352,15 +355,21 @@ class Gateway:
                     ),
                     time.time(),
                 )
+            late = d.predicted_ttft_ms is not None and d.predicted_ttft_ms > rreq.ttft_target_ms
             ctx = AdmissionContext(
                 rreq, d.predicted_ttft_ms, drain_s, self.waiting_by_rank, self.state.control.admit,
                 self.tenants.priorities, sat, self.queued if deadline is None else 0,
                 active.by_rank(time.time()),
                 0.0 if out.queued_s is None else time.perf_counter() - out.queued_s,
+                d.cached_tokens, self.unstarted.queued(first, time.time()) if late else (),
+                self.predictor.drain_ms(snap, 1000) / 1000 if late else 0.0,
             )  # fmt: skip
             v = self.admission.decide(ctx, time.time())
             out.predicted_ttft_ms = d.predicted_ttft_ms
+            if v.displace is not None:
+                self._displace(first, v.displace, drain_s)
             if v.admitted:
+                out.drain_s = drain_s
                 if deadline is not None:
                     self.waitq.wake()  # pass the turn on: capacity may suffice for more
                 return d
@@ -386,6 +395,11 @@ class Gateway:
             raise RateLimited(
                 f"Request not admitted ({v_reason}).", code=v_reason, retry_after_s=retry
             )
+
+    def _displace(self, worker: str, request_id: str, drain_s: float) -> None:
+        retry = min(60.0, max(1.0, drain_s))
+        if self.unstarted.displace(worker, request_id, retry):
+            log.info("displaced", extra={"worker": worker, "request_id": request_id})
 
     async def _serve(
         self,
@@ -417,6 +431,17 @@ class Gateway:
                 try:
                     up, first_chunk = await self._attempt(pr, rreq, decision, out)
                     break
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if out.displaced_retry_s is None or task is None:
+                        raise
+                    task.uncancel()
+                    raise RateLimited(
+                        "Request not admitted (displaced): its place went to a request that "
+                        "can still meet its deadline.",
+                        code="displaced",
+                        retry_after_s=out.displaced_retry_s,
+                    ) from None
                 except UpstreamError as e:
                     failed = e.worker or decision.decode
                     excluded.add(failed)
@@ -449,10 +474,30 @@ class Gateway:
     ) -> tuple[UpstreamStream, bytes]:
         """One try on one route, up to the first upstream byte (retryable until then)."""
         body: dict[str, Any] | bytes = pr.raw or pr.body  # one hop: the client's bytes as-is
+        first_worker = d.prefill or d.decode
+        self.unstarted.add(first_worker, out, rreq.priority.rank,
+                           max(0, rreq.prompt_tokens - d.cached_tokens),
+                           time.time() + out.drain_s)  # fmt: skip
+        out.drain_s = 0.0  # a retry's queue is unknown: not displaceable there
+        try:
+            return await self._attempt_on(pr, rreq, d, out, body, first_worker)
+        finally:
+            self.unstarted.remove(first_worker, out.request_id)
+
+    async def _attempt_on(
+        self,
+        pr: ParsedRequest,
+        rreq: RouteRequest,
+        d: RouteDecision,
+        out: Outcome,
+        body: dict[str, Any] | bytes,
+        first_worker: str,
+    ) -> tuple[UpstreamStream, bytes]:
         m = self.metrics
         if d.prefill is not None:
             m.route(pr.model, d.policy, "prefill", d.prefill).inc()
             body = await self._prefill(pr, d.prefill, rreq.prompt_tokens)
+            self.unstarted.remove(first_worker, out.request_id)  # prefill done
         m.route(pr.model, d.policy, "decode" if d.prefill else "both", d.decode).inc()
         tokens = 0 if d.prefill else rreq.prompt_tokens
         self._track(d.decode, 1, tokens)
@@ -474,6 +519,9 @@ class Gateway:
             return up, first
         except UpstreamError as e:
             e.worker = e.worker or d.decode
+            self._untrack(out)
+            raise
+        except asyncio.CancelledError:  # client gone or displaced: nothing is in flight
             self._untrack(out)
             raise
 

@@ -37,6 +37,10 @@ class Outcome:
     """(worker, pending prompt tokens) the gateway counts as in flight for this request."""
     iterator: AsyncIterator[bytes] | None = None
     done: bool = False
+    drain_s: float = 0.0
+    """Predicted queue drain on its first worker when it was admitted."""
+    displaced_retry_s: float | None = None
+    """Set when admission gave this request's place to another (answer 429 displaced)."""
 
 
 class RequestJudge:

@@ -187,6 +187,9 @@ class Verdict:
     retry_after_s: float | None = None
     queue: bool = False
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    displace: str | None = None
+    """Admitted in place of this queued request, which the driver must refuse
+    (``admission/displace.py``)."""
 
 
 ADMIT = Verdict(True)

@@ -36,6 +36,7 @@ from controlplane.policy.admission import (
     AdmissionPolicy,
     LocalBuckets,
     LocalSlots,
+    QueuedRequest,
     bucket_specs,
     estimate_tokens,
 )
@@ -427,6 +428,8 @@ class ReplayDriver:
                     heapq.heappush(self.held, (-lv.rank, self._held_seq, deadline, lv))
                     self._push(deadline, _HOLD, None)
                 return False
+            if v.displace is not None:
+                self._withdraw(self.live[v.displace], now_s)
             if not v.admitted:
                 self.slots_conc.release(tenant, rid)
                 o.status, o.reason = REJECTED, v.reason
@@ -456,6 +459,21 @@ class ReplayDriver:
         )
         self._kick(slot, now_s)
         return True
+
+    def _withdraw(self, vl: _Live, now_s: float) -> None:
+        """Take an unstarted request back from its worker and refuse it (displaced)."""
+        rid = vl.req.request_id
+        first = vl.on
+        self.slots[first].engine.abort(rid, now_s)
+        del self.live[rid]
+        self.waiting_by_rank[vl.rank] = self.waiting_by_rank.get(vl.rank, 0) - 1
+        self.pending_tokens[first] = self.pending_tokens.get(first, 0) - vl.uncached
+        assert vl.decision is not None
+        for w in vl.decision.workers():
+            self.inflight[w] = self.inflight.get(w, 0) - 1
+        self.slots_conc.release(vl.req.tenant, rid)
+        vl.outcome.status, vl.outcome.reason = REJECTED, "displaced"
+        self._record(vl, "rejected")
 
     def _release(self, now_s: float) -> None:
         """Held requests past their deadline leave (429 ``queue_timeout``); the rest are
@@ -495,6 +513,7 @@ class ReplayDriver:
         first = d.prefill if d.prefill is not None else d.decode
         snap = self.snapshots[first]
         tokens = max(snap.waiting_tokens or 0, self.pending_tokens.get(first, 0))
+        late = d.predicted_ttft_ms is not None and d.predicted_ttft_ms > req.ttft_target_ms
         ctx = AdmissionContext(
             req=req,
             predicted_ttft_ms=d.predicted_ttft_ms,
@@ -505,8 +524,19 @@ class ReplayDriver:
             active_ttft_targets_ms_by_rank=self.admission.active.by_rank(now_s),
             queued=held,
             waited_s=waited_s,
+            cached_tokens=d.cached_tokens,
+            queued_ahead=self._queued_ahead(first) if late else (),
+            queue_ms_per_token=self.predictor.drain_ms(snap, 1000) / 1000.0,
         )
         return self.admission.decide(ctx, now_s)
+
+    def _queued_ahead(self, worker: str) -> list[QueuedRequest]:
+        out = []
+        for rid in self.slots[worker].engine.unstarted():
+            lv = self.live.get(rid)
+            if lv is not None:
+                out.append(QueuedRequest(rid, lv.rank, lv.uncached))
+        return out
 
     # ---- control ----
     def _tick(self, now_s: float) -> None:

@@ -181,6 +181,11 @@ class Engine:
             s.num_tokens for s in self._deferred
         )
 
+    def unstarted(self) -> list[str]:
+        """Ids of waiting requests never scheduled (no KV held, no compute spent): the
+        ones a driver may still withdraw at no cost (admission displacement)."""
+        return [s.id for s in self._waiting if s.scheduled_s is None]
+
     def output_tokens(self, request_id: str) -> int:
         seq = self._by_id.get(request_id)
         return 0 if seq is None else seq.out

@@ -1,5 +1,6 @@
 """Admission policies: rate limits, admit fraction, predictive rejection, saturation."""
 
+from controlplane.policy.admission.displace import DisplaceParams, QueuedRequest
 from controlplane.policy.admission.policy import (
     AdmissionContext,
     AdmissionParams,
@@ -19,9 +20,11 @@ __all__ = [
     "AdmissionParams",
     "AdmissionPolicy",
     "BucketSpec",
+    "DisplaceParams",
     "LocalBuckets",
     "LocalSlots",
     "QueueParams",
+    "QueuedRequest",
     "bucket_specs",
     "estimate_tokens",
 ]

@@ -1,7 +1,8 @@
 """The pure part of admission, run after rate limits/concurrency and after routing.
 
 Order: controller admit fraction (with the premium rule) → predictive early
-rejection → priority protection (``protect.py``: a lower class may not build a
+rejection, or displacement of a larger unstarted request in its place
+(``displace.py``) → priority protection (``protect.py``: a lower class may not build a
 queue an active higher class would miss in; held in the driver's admission queue,
 else rejected) → saturation queueing. Rate limits and concurrency are executed by the
 driver (store round trip live, ``LocalBuckets`` in replay) from ``bucket_specs``.
@@ -9,7 +10,7 @@ driver (store round trip live, ``LocalBuckets`` in replay) from ``bucket_specs``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,7 @@ from controlplane.policy.admission.admit_fraction import (
     AdmitFractionParams,
     effective_fraction,
 )
+from controlplane.policy.admission.displace import DisplaceParams, QueuedRequest, pick_victim
 from controlplane.policy.admission.predictive import EarlyRejecter, PredictiveParams
 from controlplane.policy.admission.protect import ActiveTargets, PriorityProtector, ProtectParams
 from controlplane.policy.admission.rate_limit import RateLimitParams
@@ -40,6 +42,7 @@ class AdmissionParams(BaseModel):
     rate_limit: RateLimitParams = RateLimitParams()
     admit_fraction: AdmitFractionParams = AdmitFractionParams()
     predictive: PredictiveParams = PredictiveParams()
+    displace: DisplaceParams = DisplaceParams()
     protect: ProtectParams = ProtectParams()
     saturation: SaturationParams = SaturationParams()
     queue: QueueParams = QueueParams()
@@ -63,6 +66,12 @@ class AdmissionContext:
     waited_s: float = 0.0
     """How long this request has been held in the driver's queue (0 on arrival): a held
     request that can no longer make its own target leaves instead of being served late."""
+    cached_tokens: int = 0
+    """Prompt tokens the chosen route already holds (the rest must be prefilled)."""
+    queued_ahead: Sequence[QueuedRequest] = ()
+    """Unstarted requests on the chosen route's first worker (displacement candidates)."""
+    queue_ms_per_token: float = 0.0
+    """Predicted TTFT saved per prompt token taken out of that worker's queue."""
 
 
 class AdmissionPolicy:
@@ -85,6 +94,14 @@ class AdmissionPolicy:
                 False, "admit_fraction", retry_after_s=1.0, inputs={"admit_fraction": frac}
             )
         v = self.rejecter.decide(req, ctx.predicted_ttft_ms, ctx.drain_s, ctx.waiting_by_rank)
+        # premium is never shed, but may displace too; with shedding off, late is served
+        shedding = self.params.predictive.shed_hopeless
+        if ctx.queued_ahead and (
+            v.reason == "hopeless" or (shedding and v.reason == "late_but_top_priority")
+        ):
+            d = self._displace(ctx, v)
+            if d is not None:
+                return d
         if not v.admitted:
             return v
         q = self.params.queue
@@ -108,6 +125,24 @@ class AdmissionPolicy:
                 False, "queue_full", retry_after_s=1.0, inputs={"saturation": ctx.saturation}
             )
         return v if v.reason != "ok" else ADMIT
+
+    def _displace(self, ctx: AdmissionContext, v: Verdict) -> Verdict | None:
+        req = ctx.req
+        assert ctx.predicted_ttft_ms is not None  # the rejecter only judges a prediction
+        victim = pick_victim(
+            self.params.displace,
+            rank=req.priority.rank,
+            uncached_tokens=max(0, req.prompt_tokens - ctx.cached_tokens),
+            predicted_ttft_ms=ctx.predicted_ttft_ms,
+            target_ms=req.ttft_target_ms,
+            queued=ctx.queued_ahead,
+            queue_ms_per_token=ctx.queue_ms_per_token,
+        )
+        if victim is None:
+            return None
+        inputs = {**v.inputs, "victim": victim.request_id,
+                  "victim_uncached_tokens": victim.uncached_tokens}  # fmt: skip
+        return Verdict(True, "displacing", inputs=inputs, displace=victim.request_id)
 
     def queue_deadline_s(self, req: RouteRequest, now_s: float) -> float:
         """When a queued request must give up: its wait budget or TTFT target, if sooner.

@@ -369,3 +369,54 @@ async def test_protected_batch_is_held_until_the_queue_drains() -> None:
         status, _, _ = await asyncio.wait_for(bulk, 5.0)
         assert status == 200 and g.queued == 0
     await store.close()
+
+
+async def test_late_newcomer_displaces_a_larger_unstarted_request() -> None:
+    """A big request of a loose-target tenant waits in a long queue (not started); a
+    small request of a tight-target tenant of the same priority would miss behind it.
+    Admission gives the small one its place: the big one's upstream call is cancelled
+    and its client gets 429 ``displaced`` with Retry-After; the small one is served."""
+    import asyncio
+    import time
+
+    from controlplane.policy.types import RouteRequest
+    from controlplane.schemas import Priority
+
+    store = open_store("memory://")
+    await store.put_tenant(
+        TenantSLA(tenant="loose", priority=Priority.STANDARD, ttft_ms=3_600_000, itl_ms=5_000)
+    )
+    async with (
+        running_sim(role="both", time_scale=50) as w,
+        running_gateway(store, worker_url=[w.url], trust_tenant_header=True) as gw,
+    ):
+        g = gw.gateway
+        async with aiohttp.ClientSession() as s:  # every request sits 1.5 s in the worker
+            await s.post(w.url + "/sim/faults", json={"added_latency_ms": 1500})
+        g.state.apply(_queue_snapshot(w.url, 2_000_000))  # minutes of prefill ahead
+        small = {"model": "tiny-llama", "prompt": "hi", "max_tokens": 2}
+        probe = RouteRequest("probe", "tight", "tiny-llama", 2, 2, Priority.STANDARD, 1.0, 1.0)
+        d = g.router.route(probe, g.state.view(), time.time())
+        assert d is not None and d.predicted_ttft_ms is not None
+        # late by 5 ms: removing the big request's ~1,000 tokens saves far more
+        await store.put_tenant(
+            TenantSLA(tenant="tight", priority=Priority.STANDARD,
+                      ttft_ms=d.predicted_ttft_ms - 5.0, itl_ms=5_000)  # fmt: skip
+        )
+        big = {"model": "tiny-llama", "prompt": "hello " * 1000, "max_tokens": 2}
+        victim = asyncio.create_task(_post(gw, big, {"X-Tenant-ID": "loose"}))
+        await asyncio.sleep(0.3)
+        assert len(g.unstarted) == 1 and not victim.done()
+        status, raw, _ = await _post(gw, small, {"X-Tenant-ID": "tight"})
+        assert status == 200, raw
+        vstatus, vraw, vheaders = await asyncio.wait_for(victim, 5.0)
+        assert vstatus == 429 and json.loads(vraw)["error"]["code"] == "displaced"
+        assert int(vheaders["Retry-After"]) >= 1
+        assert len(g.unstarted) == 0 and g.state.pending_prefill_tokens.get("agent-w", 0) <= 0
+        labels = {"cluster": "default", "model": "tiny-llama", "tenant": "loose",
+                  "reason": "displaced"}  # fmt: skip
+        assert g.registry.get_sample_value("slaplane_admission_rejections_total", labels) == 1
+        # without a victim the same small request is refused, as before displacement
+        status, raw, _ = await _post(gw, small, {"X-Tenant-ID": "tight"})
+        assert status == 429 and json.loads(raw)["error"]["code"] == "hopeless"
+    await store.close()

@@ -217,3 +217,38 @@ def test_held_requests_are_not_released_too_late_to_meet_their_target() -> None:
     served = [o for o in res.outcomes if o.tenant == "b" and o.status == OK]
     assert served and sum(o.met for o in served) / len(served) > 0.95
     assert any(o.reason == "queue_timeout" for o in res.outcomes if o.tenant == "b")
+
+
+@pytest.mark.parametrize("displace", [True, False])
+def test_a_late_newcomer_displaces_a_larger_unstarted_request(displace: bool) -> None:
+    """Same priority, different TTFT targets: the big request ahead would make its loose
+    target, the small one behind it cannot make its tight one. Displacement refuses the
+    big one (unstarted, so nothing is wasted) and serves the small one on time."""
+    trace = Trace(
+        "burst",
+        (
+            TraceRequest(0, 0.000, 3000, 4),  # starts at once: never a victim
+            TraceRequest(1, 0.001, 6000, 4),  # queued behind it, target 1 s: on time
+            TraceRequest(2, 0.002, 500, 4),  # target 150 ms: late behind request 1
+        ),
+    )
+    slas = {
+        "loose": TenantSLA(tenant="loose", ttft_ms=1000, itl_ms=50),
+        "tight": TenantSLA(tenant="tight", ttft_ms=150, itl_ms=50),
+    }
+    cfg = ReplayConfig(
+        policy="round_robin",
+        shape=ClusterShape(1, 1),
+        profile=H100,
+        publish_interval_s=0.0,
+        admission_params={"displace": {"enabled": displace}},
+    )
+    res = ReplayDriver(cfg, trace, ["loose", "loose", "tight"], slas).run()
+    first, big, small = res.outcomes
+    assert first.status == OK and first.met
+    if displace:
+        assert (big.status, big.reason) == (REJECTED, "displaced")
+        assert small.status == OK and small.met
+    else:
+        assert big.status == OK and big.met
+        assert (small.status, small.reason) == (REJECTED, "hopeless")

@@ -182,6 +182,16 @@ def test_abort_frees_kv(tiny: Profile) -> None:
     assert eng.stats.request_success_total["abort"] == 1
 
 
+def test_unstarted_lists_only_never_scheduled_waiting_requests(tiny: Profile) -> None:
+    eng = Engine(tiny, EngineConfig(max_num_batched_tokens=512))
+    eng.add_request(SimRequest("a", 1000, 10), 0.0)
+    eng.add_request(SimRequest("b", 400, 10), 0.0)
+    assert eng.unstarted() == ["a", "b"]
+    eng.step(0.0)  # a's first chunk fills the budget; b has not been scheduled
+    assert eng.unstarted() == ["b"]
+    assert eng.abort("b", 0.01) is not None and eng.unstarted() == []
+
+
 def test_rejects_requests_that_cannot_fit(tiny: Profile) -> None:
     eng = Engine(tiny)
     with pytest.raises(ValueError, match="max_model_len"):
