@@ -81,6 +81,14 @@ def main(
             '\'{"local-prefill": {"max_local_prefill_length": 512}}\'.',
         ),
     ] = None,
+    admission_params: Annotated[
+        str | None,
+        typer.Option(
+            "--admission-params",
+            help="Admission params JSON (the gateway's --admission-params), e.g. "
+            '\'{"displace": {"enabled": false}}\'.',
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Replay a trace against modelled workers with each routing policy; report goodput."""
@@ -109,10 +117,13 @@ def main(
     try:
         exp = build_experiment(opts, control)
         rparams = _router_params(router_params, local_prefill)
+        aparams = _admission_params(admission_params)
     except (ValueError, OSError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     if rparams:
         exp = replace(exp, base=replace(exp.base, router_params=rparams))
+    if aparams:
+        exp = replace(exp, base=replace(exp.base, admission_params=aparams))
     names = [p.strip() for p in policies.split(",") if p.strip()]
     console = Console(stderr=True)
     n = len(exp.trace.requests)
@@ -151,6 +162,7 @@ def main(
             meta=meta(exp, opts, rate_scale), runs=runs, sweeps=sweeps, capacity=exp.capacity
         )
         doc["router_params"] = rparams
+        doc["admission_params"] = aparams
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(doc, indent=2))
     if plot_dir is not None:
@@ -175,3 +187,23 @@ def _router_params(raw: str | None, local_prefill: str | None) -> dict[str, dict
         params["local-prefill"] = {**params.get("local-prefill", {}), "mode": local_prefill}
     validate_router_config(RouterConfig(params=params))
     return params
+
+
+def _admission_params(raw: str | None) -> dict[str, Any]:
+    """``--admission-params`` JSON, validated by the same model the gateway uses."""
+    from pydantic import ValidationError
+
+    from controlplane.policy.admission import AdmissionParams
+
+    if not raw:
+        return {}
+    loaded = json.loads(raw)
+    if not isinstance(loaded, dict):
+        raise ValueError("--admission-params must be a JSON object")
+    try:
+        AdmissionParams.model_validate(loaded)
+    except ValidationError as exc:
+        raise ValueError(
+            f"--admission-params: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"
+        ) from exc
+    return loaded
