@@ -400,8 +400,12 @@ async def test_late_newcomer_displaces_a_larger_unstarted_request() -> None:
         assert d is not None and d.predicted_ttft_ms is not None
         # late by 5 ms: removing the big request's ~1,000 tokens saves far more
         await store.put_tenant(
-            TenantSLA(tenant="tight", priority=Priority.STANDARD,
-                      ttft_ms=d.predicted_ttft_ms - 5.0, itl_ms=5_000)  # fmt: skip
+            TenantSLA(
+                tenant="tight",
+                priority=Priority.STANDARD,
+                ttft_ms=d.predicted_ttft_ms - 5.0,
+                itl_ms=5_000,
+            )
         )
         big = {"model": "tiny-llama", "prompt": "hello " * 1000, "max_tokens": 2}
         victim = asyncio.create_task(_post(gw, big, {"X-Tenant-ID": "loose"}))
