@@ -33,6 +33,7 @@ from controlplane.errors import (
     Unauthorized,
     UpstreamError,
 )
+from controlplane.gateway.admit import AdmissionGate
 from controlplane.gateway.breaker import CircuitBreakers
 from controlplane.gateway.cluster import ClusterState, Follower
 from controlplane.gateway.config import GatewaySettings
@@ -43,12 +44,10 @@ from controlplane.gateway.recorder import RequestRecorder
 from controlplane.gateway.relay import SseScanner, Timings, error_event, scan_json_response
 from controlplane.gateway.serve import Outcome, RequestJudge
 from controlplane.gateway.tenants import TenantDirectory
-from controlplane.gateway.unstarted import UnstartedRequests
 from controlplane.gateway.upstream import AiohttpWorkerClient, UpstreamStream, WorkerClient
-from controlplane.gateway.waitqueue import WaitQueue
-from controlplane.policy.admission import AdmissionContext, AdmissionParams, AdmissionPolicy
+from controlplane.policy.admission import AdmissionParams, AdmissionPolicy
 from controlplane.policy.admission.rate_limit import estimate_tokens
-from controlplane.policy.predictor import LatencyPredictor, ProfilePredictor, queued_prompt_tokens
+from controlplane.policy.predictor import LatencyPredictor, ProfilePredictor
 from controlplane.policy.registry import RouterConfig, build_router
 from controlplane.policy.types import RouteDecision, RouteRequest
 from controlplane.schemas import DEFAULT_TENANT
@@ -108,15 +107,13 @@ class Gateway:
             store, self.state, self.metrics, settings.resync_s, settings.store_backoff_max_s
         )
         self.judge = RequestJudge(self.metrics, self.recorder, settings.cluster)
-        self.waiting_by_rank: dict[int, int] = {}
-        self.queued = 0
         self._id_prefix = uuid.uuid4().hex[:12]
         """Request ids: a random per-process prefix and a counter (no urandom per request)."""
         self._ids = itertools.count()
-        self.unstarted = UnstartedRequests()
-        """Sent, prefill not begun: what admission may displace (``unstarted.py``)."""
-        self.waitq = WaitQueue()
-        """Held requests (admission queue), released best priority first on capacity."""
+        self.gate = AdmissionGate(self.admission, self.state, self.predictor, self.tenants,
+                                  self._route)  # fmt: skip
+        self.waitq = self.gate.waitq
+        self.unstarted = self.gate.unstarted
         self.state.listener = self.waitq.wake
         self._overhead = self.metrics.overhead.labels(settings.cluster)
         self._inflight_gauge = self.metrics.inflight.labels(settings.cluster)
@@ -312,7 +309,7 @@ class Gateway:
                 hold = await self.limits.admit(
                     sla, tenant, estimate_tokens(pr.prompt_tokens, pr.max_tokens), out.request_id
                 )
-            decision = await self._admit(rreq, out)
+            decision = await self.gate.admit(rreq, out)
             self._overhead.observe(time.perf_counter() - t.t0)
             return await self._serve(request, pr, rreq, decision, t, out)
         except SlaplaneError as e:
@@ -333,74 +330,6 @@ class Gateway:
             self.metrics.fallbacks.labels(self.s.cluster, f).inc()
         return d
 
-    async def _admit(self, rreq: RouteRequest, out: Outcome) -> RouteDecision:
-        deadline = None
-        ticket = (0, 0)
-        active = self.admission.active
-        active.observe(rreq.tenant, rreq.priority.rank, rreq.ttft_target_ms, time.time())
-        while True:
-            d = self._route(rreq)
-            first = d.prefill or d.decode
-            snap = self.state.workers[first]
-            drain_s = (
-                self.predictor.drain_ms(snap, queued_prompt_tokens(snap, self.state.view())) / 1000
-            )
-            q = self.admission.params.queue
-            sat = 0.0
-            if q.max_size > 0:
-                sat = self.admission.detector.saturation(
-                    (
-                        self.state.workers[w]
-                        for w in self.state.pools.get((rreq.model, snap.role), [])
-                    ),
-                    time.time(),
-                )
-            late = d.predicted_ttft_ms is not None and d.predicted_ttft_ms > rreq.ttft_target_ms
-            ctx = AdmissionContext(
-                rreq, d.predicted_ttft_ms, drain_s, self.waiting_by_rank, self.state.control.admit,
-                self.tenants.priorities, sat, self.queued if deadline is None else 0,
-                active.by_rank(time.time()),
-                0.0 if out.queued_s is None else time.perf_counter() - out.queued_s,
-                d.cached_tokens, self.unstarted.queued(first, time.time()) if late else (),
-                self.predictor.drain_ms(snap, 1000) / 1000 if late else 0.0,
-            )  # fmt: skip
-            v = self.admission.decide(ctx, time.time())
-            out.predicted_ttft_ms = d.predicted_ttft_ms
-            if v.displace is not None:
-                self._displace(first, v.displace, drain_s)
-            if v.admitted:
-                out.drain_s = drain_s
-                if deadline is not None:
-                    self.waitq.wake()  # pass the turn on: capacity may suffice for more
-                return d
-            if v.queue:
-                now = time.time()
-                if deadline is None:
-                    deadline = self.admission.queue_deadline_s(rreq, now)
-                    ticket = self.waitq.ticket(rreq.priority.rank)
-                    self.queued += 1
-                    out.queued_s = time.perf_counter()
-                if now < deadline:
-                    try:
-                        await self.waitq.wait(ticket, deadline - now)
-                    except asyncio.CancelledError:
-                        self.queued -= 1
-                        raise
-                    continue
-                v_reason, retry = "queue_timeout", 1.0
-            else:
-                v_reason, retry = v.reason, v.retry_after_s or 1.0
-            if deadline is not None:
-                self.queued -= 1
-            raise RateLimited(
-                f"Request not admitted ({v_reason}).", code=v_reason, retry_after_s=retry
-            )
-
-    def _displace(self, worker: str, request_id: str, drain_s: float) -> None:
-        retry = min(60.0, max(1.0, drain_s))
-        if self.unstarted.displace(worker, request_id, retry):
-            log.info("displaced", extra={"worker": worker, "request_id": request_id})
-
     async def _serve(
         self,
         request: web.Request,
@@ -410,11 +339,9 @@ class Gateway:
         t: Timings,
         out: Outcome,
     ) -> web.StreamResponse:
-        if out.queued_s is not None:
-            self.queued -= 1
-            out.queue_ms = (time.perf_counter() - out.queued_s) * 1000
+        self.gate.dequeued(out)
         rank = rreq.priority.rank
-        wbr = self.waiting_by_rank
+        wbr = self.gate.waiting_by_rank
         wbr[rank] = wbr.get(rank, 0) + 1
         waiting = True
         self._inflight_gauge.inc()

@@ -252,11 +252,11 @@ async def test_queue_releases_on_capacity_premium_first() -> None:
         await asyncio.sleep(0.1)
         gold = asyncio.create_task(call("gold"))
         await asyncio.sleep(0.2)
-        assert g.queued == 2 and not order
+        assert g.gate.queued == 2 and not order
         telemetry(0)  # room again: the listener wakes the best-ranked held request
         assert list(await asyncio.wait_for(asyncio.gather(gold, bulk), 5.0)) == [200, 200]
         assert order == ["gold", "bulk"]
-        assert g.queued == 0
+        assert g.gate.queued == 0
     await store.close()
 
 
@@ -364,10 +364,10 @@ async def test_protected_batch_is_held_until_the_queue_drains() -> None:
         g.state.apply(_queue_snapshot(w.url, 2_000_000))
         bulk = asyncio.create_task(_post(gw, body, {"X-Tenant-ID": "bulk"}))
         await asyncio.sleep(0.3)
-        assert g.queued == 1 and not bulk.done()
+        assert g.gate.queued == 1 and not bulk.done()
         g.state.apply(_queue_snapshot(w.url, 0))  # drained: the listener wakes the queue
         status, _, _ = await asyncio.wait_for(bulk, 5.0)
-        assert status == 200 and g.queued == 0
+        assert status == 200 and g.gate.queued == 0
     await store.close()
 
 
