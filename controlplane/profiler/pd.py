@@ -7,9 +7,15 @@ every stream running on the decode engine waits for the load. On a small box the
 engines also share cores. Measured against a real pair, relative to a plain
 profile of the same model (``--base-profile``):
 
-``pd_prefill`` (1, L)
-    median TTFT of ``max_tokens=1`` requests with ``do_remote_decode`` to the
-    prefill worker; ``kv_save`` row = this minus the base profile's ``prefill_ms(L)``.
+``pd_save`` (1, L)
+    what saving the KV adds to a prefill: ``max_tokens=1`` requests of L tokens to the
+    prefill worker, alternately plain and with ``do_remote_decode``, under the same
+    load; the ``kv_save`` row = median(remote) - median(plain), floored at 0. (The
+    first version, ``pd_prefill``, subtracted the *idle* base profile's
+    ``prefill_ms(L)`` from the remote median, so under ``--co-load`` it charged the
+    other engine's interference to the connector: 27 / 927 / 150 / 1,635 ms at 300 /
+    700 / 1,400 / 2,000 tokens on a quiet host where the paired difference is ~0.
+    Old points files with ``pd_prefill`` rows are still read that way.)
 ``pd_join`` (b, L)
     per round: ``b`` background streams of ``decode_tokens`` tokens on the decode
     worker; once all are decoding, the decode worker's own ``/metrics`` are read
@@ -89,7 +95,7 @@ def make_pd_plan(
     max_model_len: int,
 ) -> list[Point]:
     lens = sorted({n for n in prompt_lengths if 1 < n < max_model_len})
-    pts = [Point("pd_prefill", 1, n) for n in lens]
+    pts = [Point("pd_save", 1, n) for n in lens]
     pts += [Point("pd_remote", 1, n) for n in lens]
     pts += [Point("decode_pd", b, c) for b, c in sorted(set(decode_points))]
     pts += [Point("pd_join", b, n) for b in sorted(set(join_batches)) for n in lens]
@@ -252,7 +258,7 @@ async def measure_pd(
     ``with_co_load`` the other engine is kept busy meanwhile (``co_load``), except for
     the report-only ``pd_remote``."""
     if with_co_load and point.phase != "pd_remote":
-        on_prefill = point.phase != "pd_prefill"
+        on_prefill = point.phase not in ("pd_prefill", "pd_save")
         url = prefill_url if on_prefill else decode_url
         async with co_load(session, url, model, on_prefill, 7_000_000 + _seed(point, seed)):
             return await measure_pd(
@@ -260,6 +266,19 @@ async def measure_pd(
                 decode_tokens=decode_tokens, joins=joins, seed=seed,
             )  # fmt: skip
     base = _seed(point, seed)
+    if point.phase == "pd_save":
+        plain: list[float] = []
+        remote: list[float] = []
+        for k in range(repeats):  # alternate, so drift and load hit both alike
+            for j, (params, out) in enumerate(((None, plain),
+                                               ({"do_remote_decode": True}, remote))):  # fmt: skip
+                t = await timed_completion(  # a fresh prompt each: no prefix-cache hits
+                    session, prefill_url, model, point.tokens, 1, base + 2 * k + j,
+                    kv_transfer_params=params,
+                )  # fmt: skip
+                out.append(t.ttft_ms)
+        extra = max(0.0, statistics.median(remote) - statistics.median(plain))
+        return Result(point.phase, 1, point.tokens, extra, len(remote))
     if point.phase == "pd_prefill":
         ttfts = [
             (
@@ -329,7 +348,9 @@ class PDTerms:
 def pd_terms(results: Iterable[Result], base: Profile) -> PDTerms:
     save, load, ratios, remote = [], [], [], []
     for r in sorted(results, key=lambda r: (r.phase, r.batch, r.tokens)):
-        if r.phase == "pd_prefill":
+        if r.phase == "pd_save":
+            save.append((1, r.tokens, r.latency_ms))
+        elif r.phase == "pd_prefill":  # points files of the first version
             save.append((1, r.tokens, r.latency_ms - base.prefill_ms(r.tokens)))
         elif r.phase == "pd_join":
             load.append((r.batch, r.tokens, r.latency_ms))

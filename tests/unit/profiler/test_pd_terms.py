@@ -24,7 +24,7 @@ def _points(base_name: str) -> list[Result]:
     base = load_profile(base_name)
     out = []
     for n in (300, 700, 1400, 2000):
-        out.append(Result("pd_prefill", 1, n, base.prefill_ms(n) + 5 + 0.03 * n, 5))
+        out.append(Result("pd_save", 1, n, 5 + 0.03 * n, 5))
         out.append(Result("pd_join", 4, n, 20 + 0.02 * n, 5))
         out.append(Result("pd_remote", 1, n, 30 + 0.02 * n, 5))
     for b, c in ((1, 128), (4, 128), (4, 1024)):
@@ -35,7 +35,7 @@ def _points(base_name: str) -> list[Result]:
 def test_plan_covers_every_kind_once() -> None:
     plan = make_pd_plan([2000, 300, 300, 5000], [4], [(1, 128), (1, 128)], 4096)
     assert [(p.phase, p.batch, p.tokens) for p in plan] == [
-        ("pd_prefill", 1, 300), ("pd_prefill", 1, 2000), ("pd_remote", 1, 300),
+        ("pd_save", 1, 300), ("pd_save", 1, 2000), ("pd_remote", 1, 300),
         ("pd_remote", 1, 2000), ("decode_pd", 1, 128), ("pd_join", 4, 300),
         ("pd_join", 4, 2000),
     ]  # fmt: skip
@@ -88,3 +88,11 @@ def test_hist_sum_count_on_a_real_vllm_page() -> None:
     total, count = hist_sum_count(page, "vllm:inter_token_latency_seconds")
     assert count == 4399 and total == pytest.approx(113.885872479)
     assert hist_sum_count(page, "vllm:no_such_family") == (0.0, 0.0)
+
+
+def test_first_version_pd_prefill_points_still_read() -> None:
+    """Points files written before ``pd_save``: the remote TTFT minus the base prefill."""
+    base = load_profile("cpu-tiny")
+    old = [Result("pd_prefill", 1, n, base.prefill_ms(n) + 5 + 0.03 * n, 5) for n in (300, 2000)]
+    terms = pd_terms(old, base)
+    assert [(n, round(ms, 6)) for _, n, ms in terms.kv_save_rows] == [(300, 14.0), (2000, 65.0)]
