@@ -199,6 +199,10 @@ async def _join_round(
     return (d_pf / n_pf - d_itl / n_itl) * 1000.0
 
 
+MAX_DECODE_GROWTH = 4
+"""``pd_join`` doubles the background streams' length after a round whose streams ended
+too soon, up to this many times ``--decode-tokens``."""
+
 CO_PROMPT_TOKENS = 1400
 """Prompt of the co-load on the prefill worker (a typical Azure code prompt)."""
 CO_BATCH = 4
@@ -313,15 +317,20 @@ async def measure_pd(
     if point.phase != "pd_join":
         raise ValueError(f"not a P/D point: {point}")
     per_join: list[float] = []
+    tokens = decode_tokens
     for k in range(3 * repeats):
         if len(per_join) == repeats:
             break
         stretch = await _join_round(
             session, prefill_url, decode_url, model, point, joins=joins,
-            decode_tokens=decode_tokens, seed=base + k * 10_000,
+            decode_tokens=tokens, seed=base + k * 10_000,
         )  # fmt: skip
         if stretch is not None:
             per_join.append(stretch)
+        elif tokens < MAX_DECODE_GROWTH * decode_tokens:
+            # a fast engine finished its background streams before the joins landed:
+            # give the next round longer streams rather than fail the whole profile
+            tokens *= 2
     if not per_join:
         raise RuntimeError(
             f"P/D point {point.key}: no join landed inside the background streams; "
