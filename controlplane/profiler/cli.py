@@ -82,7 +82,6 @@ def _pd_main(
     meta = {
         "name": name or out.stem,
         "decode_scale": f"{terms.decode_scale:.3f}",
-        "prefill_scale": f"{terms.prefill_scale:.3f}",
         "pd_base": base.name,
         "pd_measured": when,
         "pd_load": f"{load0:.1f}-{os.getloadavg()[0]:.1f}",
@@ -97,8 +96,6 @@ def _pd_main(
     print(f"kv_save: {prof.kv_save_base_ms:.2f} ms + {save_us:.2f} us/token  (rows: {save_rows})")
     print(f"kv_load: {prof.kv_load_base_ms:.2f} ms + {load_us:.2f} us/token  (rows: {load_rows})")
     print(f"decode_scale: {terms.decode_scale:.2f}  (ratios: {ratios})")
-    pratios = ", ".join(f"{n}:{r:.2f}" for n, r in terms.prefill_ratios)
-    print(f"prefill_scale: {terms.prefill_scale:.2f}  (ratios: {pratios})")
     hand = [(n, ms - prof.decode_ms(1, n) - prof.kv_load_ms(n)) for n, ms in terms.remote_ttft]
     print("idle remote TTFT - model (off-engine hand-off): "
           + ", ".join(f"{n}:{ms:.1f} ms" for n, ms in hand))  # fmt: skip
@@ -106,7 +103,6 @@ def _pd_main(
         json_out.write_text(json.dumps({
             "meta": meta, "kv_save_rows": terms.kv_save_rows, "kv_load_rows": terms.kv_load_rows,
             "decode_ratios": terms.decode_ratios, "remote_ttft": terms.remote_ttft,
-            "prefill_ratios": terms.prefill_ratios,
             "handoff_ms": hand,
             "kv_save": [prof.kv_save_base_ms, prof.kv_save_ms_per_token],
             "kv_load": [prof.kv_load_base_ms, prof.kv_load_ms_per_token],

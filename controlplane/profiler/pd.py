@@ -16,11 +16,6 @@ profile of the same model (``--base-profile``):
     other engine's interference to the connector: 27 / 927 / 150 / 1,635 ms at 300 /
     700 / 1,400 / 2,000 tokens on a quiet host where the paired difference is ~0.
     Old points files with ``pd_prefill`` rows are still read that way.)
-``prefill_pd`` (1, L)
-    median TTFT of plain ``max_tokens=1`` requests to the prefill worker (with
-    ``--co-load``: while the decode engine is busy), divided by the base profile's
-    ``prefill_ms(L)``: the median ratio is the profile's ``prefill_scale``, the prefill
-    counterpart of ``decode_scale``.
 ``pd_join`` (b, L)
     per round: ``b`` background streams of ``decode_tokens`` tokens on the decode
     worker; once all are decoding, the decode worker's own ``/metrics`` are read
@@ -66,7 +61,7 @@ import statistics
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -90,7 +85,6 @@ _DECLARED_TERMS = (
     "kv_load_base_ms",
     "kv_load_ms_per_token",
     "decode_scale",
-    "prefill_scale",
 )
 
 
@@ -102,7 +96,6 @@ def make_pd_plan(
 ) -> list[Point]:
     lens = sorted({n for n in prompt_lengths if 1 < n < max_model_len})
     pts = [Point("pd_save", 1, n) for n in lens]
-    pts += [Point("prefill_pd", 1, n) for n in lens]
     pts += [Point("pd_remote", 1, n) for n in lens]
     pts += [Point("decode_pd", b, c) for b, c in sorted(set(decode_points))]
     pts += [Point("pd_join", b, n) for b in sorted(set(join_batches)) for n in lens]
@@ -269,7 +262,7 @@ async def measure_pd(
     ``with_co_load`` the other engine is kept busy meanwhile (``co_load``), except for
     the report-only ``pd_remote``."""
     if with_co_load and point.phase != "pd_remote":
-        on_prefill = point.phase not in ("pd_prefill", "pd_save", "prefill_pd")
+        on_prefill = point.phase not in ("pd_prefill", "pd_save")
         url = prefill_url if on_prefill else decode_url
         async with co_load(session, url, model, on_prefill, 7_000_000 + _seed(point, seed)):
             return await measure_pd(
@@ -290,12 +283,6 @@ async def measure_pd(
                 out.append(t.ttft_ms)
         extra = max(0.0, statistics.median(remote) - statistics.median(plain))
         return Result(point.phase, 1, point.tokens, extra, len(remote))
-    if point.phase == "prefill_pd":
-        plain_ms = [
-            (await timed_completion(session, prefill_url, model, point.tokens, 1, base + k)).ttft_ms
-            for k in range(repeats)
-        ]
-        return Result(point.phase, 1, point.tokens, statistics.median(plain_ms), repeats)
     if point.phase == "pd_prefill":
         ttfts = [
             (
@@ -361,34 +348,26 @@ class PDTerms:
     kv_load_rows: list[tuple[int, int, float]]  # (co-running batch, prompt tokens, extra ms)
     decode_ratios: list[tuple[int, int, float]]  # (batch, context, measured / base)
     remote_ttft: list[tuple[int, float]]  # (prompt tokens, idle decode-side TTFT ms)
-    prefill_ratios: list[tuple[int, float]] = field(default_factory=list)
-    """(prompt tokens, measured plain prefill / base ``prefill_ms``)."""
 
     @property
     def decode_scale(self) -> float:
         return statistics.median(r for _, _, r in self.decode_ratios) if self.decode_ratios else 1.0
 
-    @property
-    def prefill_scale(self) -> float:
-        return statistics.median(r for _, r in self.prefill_ratios) if self.prefill_ratios else 1.0
-
 
 def pd_terms(results: Iterable[Result], base: Profile) -> PDTerms:
-    save, load, ratios, remote, pre = [], [], [], [], []
+    save, load, ratios, remote = [], [], [], []
     for r in sorted(results, key=lambda r: (r.phase, r.batch, r.tokens)):
         if r.phase == "pd_save":
             save.append((1, r.tokens, r.latency_ms))
         elif r.phase == "pd_prefill":  # points files of the first version
             save.append((1, r.tokens, r.latency_ms - base.prefill_ms(r.tokens)))
-        elif r.phase == "prefill_pd":
-            pre.append((r.tokens, r.latency_ms / base.prefill_ms(r.tokens)))
         elif r.phase == "pd_join":
             load.append((r.batch, r.tokens, r.latency_ms))
         elif r.phase == "decode_pd":
             ratios.append((r.batch, r.tokens, r.latency_ms / base.decode_ms(r.batch, r.tokens)))
         elif r.phase == "pd_remote":
             remote.append((r.tokens, r.latency_ms))
-    return PDTerms(save, load, ratios, remote, pre)
+    return PDTerms(save, load, ratios, remote)
 
 
 def pd_profile_text(base_text: str, terms: PDTerms, meta: Mapping[str, str]) -> str:

@@ -43,4 +43,4 @@ def test_pd_profile_on_real_vllm_pair(vllm_pd_pair: VllmPair, tmp_path: Path) ->
     assert 0.2 < prof.decode_scale < 50
     # the base rows are carried unchanged
     base = load_profile("cpu-tiny")
-    assert prof.prefill_latency_ms == base.prefill_latency_ms  # rows unchanged (scale aside)
+    assert prof.prefill_ms(1024) == base.prefill_ms(1024)

@@ -29,8 +29,6 @@ cited number with no rows behind it); a declared value wins over the rows.
 measured slowdown of decode steps on a deployment whose engines share cores with
 other engines (two vLLM EngineCores, their API servers, a gateway and a client on
 two CPU cores) against the rows, which were measured on a server alone.
-``prefill_scale=`` (default 1) does the same for every prefill: the producer's
-prefill measured while the decode engine is busy, against the rows.
 
 An optional first line ``# slaplane-profile key=value ...`` carries the engine
 limits (KV capacity, block size, scheduler budget); the data rows below it are
@@ -103,7 +101,6 @@ class Profile:
     kv_load_base_ms: float = 0.0
     kv_load_ms_per_token: float = 0.0
     decode_scale: float = 1.0
-    prefill_scale: float = 1.0
 
     @property
     def has_pd_terms(self) -> bool:
@@ -140,9 +137,9 @@ class Profile:
     def prefill_ms(self, tokens: float, prefix_tokens: float = 0.0) -> float:
         """Time to prefill ``tokens`` new tokens after ``prefix_tokens`` already in KV."""
         base = _interp_power_above(self.prefill_tokens, self.prefill_latency_ms, tokens)
-        if prefix_tokens > 0 and self.prefix_grid:
-            base += self._prefix_extra_ms(tokens, prefix_tokens)
-        return base * self.prefill_scale if self.prefill_scale != 1.0 else base
+        if prefix_tokens <= 0 or not self.prefix_grid:
+            return base
+        return base + self._prefix_extra_ms(tokens, prefix_tokens)
 
     def _prefix_extra_ms(self, tokens: float, prefix_tokens: float) -> float:
         """Extra attention cost of a cached prefix, from ``prefill_with_prefix`` rows:
@@ -285,11 +282,11 @@ def parse_profile(text: str, name: str = "custom") -> Profile:
     for kind, pts in pd_rows.items():
         a, b = fit_linear(pts)
         terms[f"{kind}_base_ms"], terms[f"{kind}_ms_per_token"] = a, b
-    terms["decode_scale"] = terms["prefill_scale"] = 1.0
+    terms["decode_scale"] = 1.0
     for k in terms:
         if k in meta:
             terms[k] = float(meta[k])
-            if not terms[k] >= 0 or (k.endswith("_scale") and not terms[k] > 0):
+            if not terms[k] >= 0 or (k == "decode_scale" and not terms[k] > 0):
                 raise ValueError(f"profile {name}: bad {k}={meta[k]!r}")
     return Profile(
         name=meta.get("name", name),
@@ -307,7 +304,6 @@ def parse_profile(text: str, name: str = "custom") -> Profile:
         kv_load_base_ms=terms["kv_load_base_ms"],
         kv_load_ms_per_token=terms["kv_load_ms_per_token"],
         decode_scale=terms["decode_scale"],
-        prefill_scale=terms["prefill_scale"],
         **kwargs,
     )
 

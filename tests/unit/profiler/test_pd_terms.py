@@ -25,7 +25,6 @@ def _points(base_name: str) -> list[Result]:
     out = []
     for n in (300, 700, 1400, 2000):
         out.append(Result("pd_save", 1, n, 5 + 0.03 * n, 5))
-        out.append(Result("prefill_pd", 1, n, 1.25 * base.prefill_ms(n), 5))
         out.append(Result("pd_join", 4, n, 20 + 0.02 * n, 5))
         out.append(Result("pd_remote", 1, n, 30 + 0.02 * n, 5))
     for b, c in ((1, 128), (4, 128), (4, 1024)):
@@ -36,8 +35,7 @@ def _points(base_name: str) -> list[Result]:
 def test_plan_covers_every_kind_once() -> None:
     plan = make_pd_plan([2000, 300, 300, 5000], [4], [(1, 128), (1, 128)], 4096)
     assert [(p.phase, p.batch, p.tokens) for p in plan] == [
-        ("pd_save", 1, 300), ("pd_save", 1, 2000), ("prefill_pd", 1, 300),
-        ("prefill_pd", 1, 2000), ("pd_remote", 1, 300),
+        ("pd_save", 1, 300), ("pd_save", 1, 2000), ("pd_remote", 1, 300),
         ("pd_remote", 1, 2000), ("decode_pd", 1, 128), ("pd_join", 4, 300),
         ("pd_join", 4, 2000),
     ]  # fmt: skip
@@ -48,15 +46,11 @@ def test_terms_recovered_and_base_rows_kept(base_name: str, tmp_path: Path) -> N
     base = load_profile(base_name)
     terms = pd_terms(_points(base_name), base)
     assert terms.decode_scale == pytest.approx(1.4)
-    assert terms.prefill_scale == pytest.approx(1.25)
     assert [n for _, n, _ in terms.kv_save_rows] == [300, 700, 1400, 2000]
     base_text = (PROFILES_DIR / f"{base_name}.csv").read_text()
-    meta = {"name": "pd-x", "decode_scale": f"{terms.decode_scale:.3f}", "pd_base": base.name,
-            "prefill_scale": f"{terms.prefill_scale:.3f}"}  # fmt: skip
+    meta = {"name": "pd-x", "decode_scale": f"{terms.decode_scale:.3f}", "pd_base": base.name}
     prof = write_pd_profile(tmp_path / "pd-x.csv", base_text, terms, meta)
     assert prof.name == "pd-x" and prof.decode_scale == pytest.approx(1.4)
-    assert prof.prefill_scale == pytest.approx(1.25)
-    assert prof.prefill_ms(1000) == pytest.approx(1.25 * base.prefill_ms(1000))
     assert prof.kv_save_base_ms == pytest.approx(5, abs=1e-3)
     assert prof.kv_save_ms_per_token == pytest.approx(0.03, abs=1e-6)
     assert prof.kv_load_base_ms == pytest.approx(20, abs=1e-3)
@@ -65,7 +59,7 @@ def test_terms_recovered_and_base_rows_kept(base_name: str, tmp_path: Path) -> N
     # provenance: the base's data lines are byte-identical, the header keeps its limits
     assert text.split("\n")[1:][: len(base_text.split("\n")) - 2] == base_text.split("\n")[1:-1]
     assert prof.kv_capacity_tokens == base.kv_capacity_tokens
-    assert prof.prefill_latency_ms == base.prefill_latency_ms  # rows unchanged (scale aside)
+    assert prof.prefill_ms(1024) == base.prefill_ms(1024)
     assert load_profile(tmp_path / "pd-x.csv").kv_load_ms(1000) == pytest.approx(40, abs=1e-2)
 
 
