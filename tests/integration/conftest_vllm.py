@@ -25,10 +25,10 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -36,6 +36,8 @@ from controlplane.gateway.cluster import ClusterState
 from controlplane.schemas import Priority, TenantSLA
 from controlplane.state import Store
 from tests.conftest import free_port
+
+T = TypeVar("T")
 
 MODEL_NAME = "tiny-llama"
 MARKER_VAR = "SLAPLANE_TEST_VLLM_SESSION"
@@ -146,6 +148,19 @@ def metric_value(page: str, name: str, **labels: str) -> float:
 def scrape(worker: VllmWorker) -> str:
     with urllib.request.urlopen(f"{worker.url}/metrics", timeout=10) as resp:
         return str(resp.read().decode())
+
+
+def settled(read: Callable[[], T], ok: Callable[[T], bool], timeout_s: float = 10.0) -> T:
+    """Poll ``read`` until ``ok`` or ``timeout_s``; the last value either way, so the
+    caller's assertion shows it. vLLM's /metrics can trail a response the client already
+    holds: the API server records a batch's stats after handing its outputs out, and on
+    a loaded host that is a scrape later."""
+    deadline = time.monotonic() + timeout_s
+    value = read()
+    while not ok(value) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        value = read()
+    return value
 
 
 async def add_premium_key(store: Store, prefix: str) -> tuple[str, str]:

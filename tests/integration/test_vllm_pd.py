@@ -12,7 +12,13 @@ import redis
 
 from controlplane.schemas import WorkerSnapshot
 from controlplane.state import keys
-from tests.integration.conftest_vllm import VllmPair, metric_value, pd_completion, scrape
+from tests.integration.conftest_vllm import (
+    VllmPair,
+    metric_value,
+    pd_completion,
+    scrape,
+    settled,
+)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
@@ -55,7 +61,11 @@ def test_pd_request_transfers_kv_and_both_workers_publish(vllm_pd_pair: VllmPair
     usage = out["chunks"][-1]["usage"]
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (PROMPT_TOKENS, OUT_TOKENS)
     # the decode server loaded the prompt's KV from the prefill server instead of computing it
-    page = scrape(pair.decode)
+    page = settled(
+        lambda: scrape(pair.decode),
+        lambda pg: metric_value(pg, "vllm:prompt_tokens_by_source_total",
+                                source="external_kv_transfer") - before >= 256,
+    )  # fmt: skip
     after = metric_value(page, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer")
     assert after - before >= 256, (before, after)
     # vLLM records ITL per output batch; on a busy host tokens can arrive in one batch, so
