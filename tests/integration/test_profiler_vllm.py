@@ -35,9 +35,12 @@ def test_profile_sweep_on_real_vllm_is_monotone(vllm_pd_pair: VllmPair, tmp_path
     prof = load_profile(out)
     assert prof.prefill_tokens == [float(n) for n in PROMPTS]
     ttft = prof.prefill_latency_ms
-    # 4x / 4x / 2x more tokens each: the curve must rise at every step, even with
-    # the ±20 % noise of a shared 2-core box, and stay in a CPU tiny-model range.
-    assert all(b > a for a, b in itertools.pairwise(ttft)), ttft
+    # 4x / 4x / 2x more tokens each. Below ~512 tokens a CPU step is mostly fixed cost,
+    # and on a loaded box 128 can measure as slow as 512 (the loader then holds the curve
+    # flat: a running max). From 512 on, compute dominates: the curve must rise at every
+    # step, and stay in a CPU tiny-model range.
+    assert all(b > a for a, b in itertools.pairwise(ttft[1:])), ttft
+    assert ttft[1] >= ttft[0], ttft
     assert 2.0 < ttft[0] < 500.0 and 20.0 < ttft[-1] < 5000.0, ttft
     assert ttft[-1] > 2.0 * ttft[0], ttft
     step_1, step_4 = prof.decode_ms(1, 128), prof.decode_ms(4, 128)
