@@ -262,7 +262,7 @@ async def measure_pd(
     ``with_co_load`` the other engine is kept busy meanwhile (``co_load``), except for
     the report-only ``pd_remote``."""
     if with_co_load and point.phase != "pd_remote":
-        on_prefill = point.phase not in ("pd_prefill", "pd_save")
+        on_prefill = point.phase != "pd_save"
         url = prefill_url if on_prefill else decode_url
         async with co_load(session, url, model, on_prefill, 7_000_000 + _seed(point, seed)):
             return await measure_pd(
@@ -283,22 +283,6 @@ async def measure_pd(
                 out.append(t.ttft_ms)
         extra = max(0.0, statistics.median(remote) - statistics.median(plain))
         return Result(point.phase, 1, point.tokens, extra, len(remote))
-    if point.phase == "pd_prefill":
-        ttfts = [
-            (
-                await timed_completion(
-                    session,
-                    prefill_url,
-                    model,
-                    point.tokens,
-                    1,
-                    base + k,
-                    kv_transfer_params={"do_remote_decode": True},
-                )
-            ).ttft_ms
-            for k in range(repeats)
-        ]
-        return Result(point.phase, 1, point.tokens, statistics.median(ttfts), len(ttfts))
     if point.phase == "pd_remote":
         got = []
         for k in range(repeats):
