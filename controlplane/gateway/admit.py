@@ -24,7 +24,11 @@ from controlplane.gateway.tenants import TenantDirectory
 from controlplane.gateway.unstarted import UnstartedRequests
 from controlplane.gateway.waitqueue import WaitQueue
 from controlplane.policy.admission import AdmissionContext, AdmissionPolicy
-from controlplane.policy.predictor import LatencyPredictor, queued_prompt_tokens
+from controlplane.policy.predictor import (
+    LatencyPredictor,
+    queue_ms_per_token,
+    queued_prompt_tokens,
+)
 from controlplane.policy.types import RouteDecision, RouteRequest
 
 log = logging.getLogger("slaplane.gateway")
@@ -106,14 +110,14 @@ class AdmissionGate:
         if self.policy.params.queue.max_size > 0:
             pool = self.state.pools.get((rreq.model, snap.role), [])
             sat = self.policy.detector.saturation((self.state.workers[w] for w in pool), now)
-        late = d.predicted_ttft_ms is not None and d.predicted_ttft_ms > rreq.ttft_target_ms
+        late = self.policy.may_displace(rreq, d.predicted_ttft_ms)
         return AdmissionContext(
             rreq, d.predicted_ttft_ms, drain_s / 1000, self.waiting_by_rank,
             self.state.control.admit, self.tenants.priorities, sat,
             0 if held else self.queued, self.policy.active.by_rank(now),
             0.0 if out.queued_s is None else time.perf_counter() - out.queued_s,
             d.cached_tokens, self.unstarted.queued(first, now) if late else (),
-            self.predictor.drain_ms(snap, 1000) / 1000 if late else 0.0,
+            queue_ms_per_token(self.predictor, snap) if late else 0.0,
         )  # fmt: skip
 
     def _displace(self, worker: str, request_id: str, drain_s: float) -> None:

@@ -156,6 +156,12 @@ class ProfilePredictor:
         return tokens / self.queue_rate(prof)
 
 
+def queue_ms_per_token(predictor: LatencyPredictor, worker: WorkerSnapshot) -> float:
+    """How much sooner a request queued on ``worker`` starts per prompt token taken out of
+    the queue ahead of it (``drain_ms`` is linear in the tokens)."""
+    return predictor.drain_ms(worker, 1000) / 1000.0
+
+
 def queued_prompt_tokens(
     snap: WorkerSnapshot, view: ClusterView, assumed_prompt_tokens: int = 512
 ) -> int:

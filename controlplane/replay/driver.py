@@ -40,7 +40,7 @@ from controlplane.policy.admission import (
     bucket_specs,
     estimate_tokens,
 )
-from controlplane.policy.predictor import ProfilePredictor
+from controlplane.policy.predictor import ProfilePredictor, queue_ms_per_token
 from controlplane.policy.registry import RouterConfig, build_admission, build_router
 from controlplane.policy.routers.router import Router
 from controlplane.policy.types import (
@@ -513,7 +513,7 @@ class ReplayDriver:
         first = d.prefill if d.prefill is not None else d.decode
         snap = self.snapshots[first]
         tokens = max(snap.waiting_tokens or 0, self.pending_tokens.get(first, 0))
-        late = d.predicted_ttft_ms is not None and d.predicted_ttft_ms > req.ttft_target_ms
+        late = self.admission.may_displace(req, d.predicted_ttft_ms)
         ctx = AdmissionContext(
             req=req,
             predicted_ttft_ms=d.predicted_ttft_ms,
@@ -526,7 +526,7 @@ class ReplayDriver:
             waited_s=waited_s,
             cached_tokens=d.cached_tokens,
             queued_ahead=self._queued_ahead(first) if late else (),
-            queue_ms_per_token=self.predictor.drain_ms(snap, 1000) / 1000.0,
+            queue_ms_per_token=queue_ms_per_token(self.predictor, snap) if late else 0.0,
         )
         return self.admission.decide(ctx, now_s)
 

@@ -126,6 +126,17 @@ class AdmissionPolicy:
             )
         return v if v.reason != "ok" else ADMIT
 
+    def may_displace(self, req: RouteRequest, predicted_ttft_ms: float | None) -> bool:
+        """Whether ``decide`` could displace for this request, i.e. the rejecter will judge
+        it late: drivers gather ``queued_ahead`` (a walk over a worker's queue) only then."""
+        pred = self.params.predictive
+        return (
+            self.params.displace.enabled
+            and pred.enabled
+            and predicted_ttft_ms is not None
+            and predicted_ttft_ms > req.ttft_target_ms * pred.slack_ratio
+        )
+
     def _displace(self, ctx: AdmissionContext, v: Verdict) -> Verdict | None:
         req = ctx.req
         assert ctx.predicted_ttft_ms is not None  # the rejecter only judges a prediction

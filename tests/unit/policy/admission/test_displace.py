@@ -125,3 +125,18 @@ def test_shedding_off_serves_late_and_displaces_nobody() -> None:
     for prio in (S, P):
         v = pol.decide(ctx(2400.0, [q("big", 20000, B)], prio=prio), NOW_S)
         assert (v.admitted, v.displace) == (True, None)
+
+
+def test_may_displace_follows_the_rejecters_late_limit() -> None:
+    """Drivers gather candidates only when ``decide`` could use them: the same limit as
+    the rejecter (target x slack_ratio), and never with displacement off."""
+    from controlplane.policy.admission.predictive import PredictiveParams
+
+    r = req(priority=S, ttft_target_ms=2000.0)
+    pol = AdmissionPolicy()
+    assert pol.may_displace(r, 2001.0) and not pol.may_displace(r, 2000.0)
+    assert not pol.may_displace(r, None)
+    loose = AdmissionPolicy(AdmissionParams(predictive=PredictiveParams(slack_ratio=0.5)))
+    assert loose.may_displace(r, 1001.0) and not loose.may_displace(r, 1000.0)
+    off = AdmissionPolicy(AdmissionParams(displace=DisplaceParams(enabled=False)))
+    assert not off.may_displace(r, 5000.0)
