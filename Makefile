@@ -10,18 +10,28 @@ PYTEST_ARGS ?=
 export SLAPLANE_VLLM_PYTHON ?= $(VLLM_VENV)/bin/python
 export SLAPLANE_TINY_MODEL ?= $(TINY_MODEL)
 
-.PHONY: help venv system-deps vllm-env lint test test-fast demo bench clean
+.PHONY: help venv lock system-deps vllm-env lint test test-fast demo bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(BIN)/.installed: pyproject.toml
+# Installs come only from the hash-locked files under requirements/ (see `make lock`):
+# --no-deps installs exactly the locked set, and --no-build-isolation builds slaplane with
+# the locked setuptools instead of whatever the index holds that day.
+$(BIN)/.installed: requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements/lock.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
 
-venv: $(BIN)/.installed  ## create .venv and install slaplane with dev tools
+venv: $(BIN)/.installed  ## create .venv and install slaplane with dev tools from the lock
+
+UV_VERSION ?= 0.13.10
+LOCK_TOOLS := $(SLAPLANE_CACHE)/lock-tools-$(UV_VERSION)
+lock:  ## re-resolve requirements/*.txt to today's releases (on purpose; commit the result)
+	test -x $(LOCK_TOOLS)/bin/uv || { $(PY) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install -q uv==$(UV_VERSION); }
+	bash scripts/lock.sh $(LOCK_TOOLS)/bin/uv
 
 system-deps:  ## install Debian redis-server and prometheus/promtool when absent
 	@missing=""; \

@@ -404,7 +404,7 @@ class RedisStore:
                 if msg is not None and msg.get("type") == "message":
                     yield json.loads(msg["data"])
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def append_audit(self, entry: Mapping[str, Any]) -> str:
         return str(
