@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -125,9 +125,25 @@ class RateLimit(BaseModel):
     )
 
 
+class SlaJudgement(NamedTuple):
+    """One request against its tenant's SLA: met per target, and ``met`` for all of them
+    (``ttft``/``itl``/``met`` are the gateway's ``slo`` labels ``ttft``/``itl``/``all``).
+    A NamedTuple (a third of a frozen dataclass's cost, on every request's path), so it
+    is always truthy: read ``.met``, never ``if sla.judge(...)``."""
+
+    ttft: bool
+    itl: bool
+    e2e: bool
+    met: bool
+
+
+_REFUSED = SlaJudgement(ttft=False, itl=False, e2e=False, met=False)
+
+
 class TenantSLA(BaseModel):
     """Per-tenant SLA spec (DESIGN.md). A request meets it when TTFT ≤ ttft_ms and
-    TPOT ≤ itl_ms (and e2e ≤ e2e_ms where set), measured at the gateway."""
+    TPOT ≤ itl_ms (and e2e ≤ e2e_ms where set), measured at the gateway; ``judge`` is
+    the one place that rule is written."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -138,6 +154,23 @@ class TenantSLA(BaseModel):
     objective: float = Field(default=0.99, gt=0, le=1)
     rate_limit: RateLimit = RateLimit()
     max_concurrency: int | None = Field(default=None, ge=1)
+
+    def judge(
+        self, ttft_ms: float | None, tpot_ms: float | None, e2e_ms: float | None, outcome: str
+    ) -> SlaJudgement:
+        """The SLA rule, for every caller (gateway metrics and records, replay, breach
+        labels, demo). Bounds are inclusive. A request whose ``outcome`` is not ``"ok"``
+        (rejected, failed, cancelled) misses every target, ITL included: DESIGN.md's
+        goodput counts refusals as misses, and a per-SLO label that passed them would let
+        shedding load raise ITL attainment. An ok request with no TTFT (no first token
+        was seen) misses TTFT; no TPOT (fewer than two output tokens) meets ITL, as
+        ``vllm bench serve --goodput`` does; no e2e misses an e2e target when one is set."""
+        if outcome != "ok":
+            return _REFUSED
+        ttft = ttft_ms is not None and ttft_ms <= self.ttft_ms
+        itl = tpot_ms is None or tpot_ms <= self.itl_ms
+        e2e = self.e2e_ms is None or (e2e_ms is not None and e2e_ms <= self.e2e_ms)
+        return SlaJudgement(ttft, itl, e2e, ttft and itl and e2e)
 
 
 DEFAULT_TENANT = "default"

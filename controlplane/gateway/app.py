@@ -356,7 +356,7 @@ class Gateway:
                 out.prefill_worker = decision.prefill or ""
                 out.decode_worker = decision.decode
                 try:
-                    up, first_chunk = await self._attempt(pr, rreq, decision, out)
+                    up, first_chunk = await self._attempt(pr, rreq, decision, out, t)
                     break
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
@@ -397,7 +397,7 @@ class Gateway:
             st.pending_prefill_tokens[worker] = st.pending_prefill_tokens.get(worker, 0) + tokens
 
     async def _attempt(
-        self, pr: ParsedRequest, rreq: RouteRequest, d: RouteDecision, out: Outcome
+        self, pr: ParsedRequest, rreq: RouteRequest, d: RouteDecision, out: Outcome, t: Timings
     ) -> tuple[UpstreamStream, bytes]:
         """One try on one route, up to the first upstream byte (retryable until then)."""
         body: dict[str, Any] | bytes = pr.raw or pr.body  # one hop: the client's bytes as-is
@@ -407,7 +407,7 @@ class Gateway:
                            time.time() + out.drain_s)  # fmt: skip
         out.drain_s = 0.0  # a retry's queue is unknown: not displaceable there
         try:
-            return await self._attempt_on(pr, rreq, d, out, body, first_worker)
+            return await self._attempt_on(pr, rreq, d, out, t, body, first_worker)
         finally:
             self.unstarted.remove(first_worker, out.request_id)
 
@@ -417,6 +417,7 @@ class Gateway:
         rreq: RouteRequest,
         d: RouteDecision,
         out: Outcome,
+        t: Timings,
         body: dict[str, Any] | bytes,
         first_worker: str,
     ) -> tuple[UpstreamStream, bytes]:
@@ -430,6 +431,7 @@ class Gateway:
         self._track(d.decode, 1, tokens)
         out.tracked.append((d.decode, tokens))
         try:
+            t.upstream_s = time.perf_counter()  # a non-streamed response's generation start
             up = await self.client.open_stream(self.state.url(d.decode) + pr.path, body)
             it = up.chunks().__aiter__()
             try:
@@ -513,9 +515,7 @@ class Gateway:
             resp = web.Response(status=up.status, body=raw, content_type="application/json")
             await resp.prepare(request)
             await resp.write_eof()
-            now = time.perf_counter()
-            t.first_token_s = t.last_token_s = now
-            scan_json_response(t, raw)
+            scan_json_response(t, raw, time.perf_counter())
             self._untrack(out)
             self.judge.finish(out, t, "ok")
             return resp

@@ -30,6 +30,9 @@ class Timings:
     cached_tokens: int | None = None
     done_seen: bool = False
     end_s: float | None = None
+    upstream_s: float | None = None
+    """When the request whose response is relayed was sent upstream (the decode one in P/D)."""
+    streamed: bool = True
 
     @property
     def output_tokens(self) -> int:
@@ -40,8 +43,16 @@ class Timings:
         )
 
     def tpot_s(self) -> float | None:
+        """Streamed: first to last token over the gaps between them (``vllm bench`` TPOT).
+        Non-streamed (every token arrives at once): the generation time, upstream send to
+        response, over the completion tokens, which that interval spans the making of.
+        None under two tokens (no inter-token time)."""
         n = self.output_tokens
-        if self.first_token_s is None or self.last_token_s is None or n < 2:
+        if self.last_token_s is None or n < 2:
+            return None
+        if not self.streamed:
+            return None if self.upstream_s is None else (self.last_token_s - self.upstream_s) / n
+        if self.first_token_s is None:
             return None
         return (self.last_token_s - self.first_token_s) / (n - 1)
 
@@ -133,8 +144,12 @@ class SseScanner:
         t.content_events += n_content
 
 
-def scan_json_response(t: Timings, raw: bytes) -> None:
-    """Counts for a non-streamed response (one JSON object)."""
+def scan_json_response(t: Timings, raw: bytes, now: float) -> None:
+    """Counts and timings for a non-streamed response (one JSON object) that reached the
+    client at ``now`` (perf_counter seconds): every token arrives then, so TTFT is the
+    whole wait and TPOT the generation time per token (``Timings.tpot_s``)."""
+    t.streamed = False
+    t.first_token_s = t.last_token_s = now
     try:
         obj = json.loads(raw)
     except ValueError:

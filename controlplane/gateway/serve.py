@@ -48,19 +48,32 @@ class RequestJudge:
         self.m = metrics
         self.recorder = recorder
         self.cluster = cluster
+        self.unknown_sla = TenantSLA(tenant=DEFAULT_TENANT)
+        """Judges a refusal that came before the tenant's SLA was known (the tenant directory's
+        store is down: 503 ``store_unavailable``); a refusal misses every SLO whatever the
+        targets, so it counts like any other one (under the ``default`` tenant label)."""
 
     def failed(self, out: Outcome, t: Timings, e: SlaplaneError) -> None:
+        sla = out.sla or self.unknown_sla
         if isinstance(e, RateLimited) or e.status == 429:
             self.m.rejections.labels(self.cluster, out.model or "", out.label_tenant, e.code).inc()
-            self.finish(out, t, "rejected", reason=e.code)
+            self.finish(out, t, "rejected", reason=e.code, sla=sla)
         elif e.status < 500:
             self.finish(out, t, "invalid", reason=e.code, judge=False)
         else:
-            self.finish(out, t, "error", reason=e.code)
+            self.finish(out, t, "error", reason=e.code, sla=sla)
 
     def finish(
-        self, out: Outcome, t: Timings, outcome: str, *, reason: str = "", judge: bool = True
+        self,
+        out: Outcome,
+        t: Timings,
+        outcome: str,
+        *,
+        reason: str = "",
+        judge: bool = True,
+        sla: TenantSLA | None = None,
     ) -> None:
+        """``sla`` (default: the request's own) is what it is judged against."""
         if out.done:
             return
         out.done = True
@@ -82,18 +95,18 @@ class RequestJudge:
         if tpot_s is not None:
             ch.tpot.observe(tpot_s)
         m.outcome(ch, mdl, ten, outcome).inc()
-        met: bool | None = None
-        sla = out.sla
-        if judge and sla is not None:
-            ok = outcome == "ok"
-            ttft_met = ok and ttft_s is not None and ttft_s * 1000 <= sla.ttft_ms
-            itl_met = ok and (tpot_s is None or tpot_s * 1000 <= sla.itl_ms)
-            e2e_met = ok and (sla.e2e_ms is None or e2e_s * 1000 <= sla.e2e_ms)
-            met = ttft_met and itl_met and e2e_met
-            for slo, res in (("ttft", ttft_met), ("itl", itl_met), ("all", met)):
-                m.sla_result(ch, mdl, ten, slo, "met" if res else "missed").inc()
         if not judge:
-            return  # malformed requests are not traffic: no record for the controller
+            return  # malformed requests are not traffic: no SLA result, no record
+        ttft_ms = ttft_s * 1000 if ttft_s is not None else None
+        tpot_ms = tpot_s * 1000 if tpot_s is not None else None
+        e2e_ms = e2e_s * 1000
+        met: bool | None = None
+        sla = sla or out.sla
+        if sla is not None:
+            j = sla.judge(ttft_ms, tpot_ms, e2e_ms, outcome)
+            met = j.met
+            for slo, res in (("ttft", j.ttft), ("itl", j.itl), ("all", j.met)):
+                m.sla_result(ch, mdl, ten, slo, "met" if res else "missed").inc()
         self.recorder.add(
             RequestRecord(
                 request_id=out.request_id,
@@ -107,9 +120,9 @@ class RequestJudge:
                 output_tokens=t.output_tokens,
                 cached_tokens=t.cached_tokens or 0,
                 predicted_ttft_ms=out.predicted_ttft_ms,
-                ttft_ms=ttft_s * 1000 if ttft_s is not None else None,
-                tpot_ms=tpot_s * 1000 if tpot_s is not None else None,
-                e2e_ms=e2e_s * 1000,
+                ttft_ms=ttft_ms,
+                tpot_ms=tpot_ms,
+                e2e_ms=e2e_ms,
                 queue_ms=out.queue_ms,
                 sla_met=met,
                 reason=reason,

@@ -65,17 +65,22 @@ def objective_breach_probability(
 def observed_misses(
     outcomes: Iterable[Outcome], sla: TenantSLA, now_s: float, half_life_s: float
 ) -> tuple[float, dict[str, float]]:
-    """(decayed request count, decayed misses per SLO). A failed request misses every
-    SLO; a rejected one misses TTFT (and so the SLA) but not ITL: it decoded nothing,
-    and counting it there made the planner add decode replicas for prefill-side
-    shedding (which a GPU budget then took from prefill, shedding more)."""
+    """(decayed request count, decayed misses per SLO), each request judged by
+    ``TenantSLA.judge`` (no e2e here). This is the planner's signal, not the SLA
+    accounting: a rejection, which ``judge`` (and the gateway's metric) counts as an ITL
+    miss, is left out of ITL here because it decoded nothing; counting it made the
+    planner add decode replicas for prefill-side shedding (which a GPU budget then took
+    from prefill, shedding more). It still misses TTFT, and so ``all``."""
     n = 0.0
     miss = {"ttft": 0.0, "itl": 0.0, "all": 0.0}
     for o in outcomes:
         w = 0.5 ** (max(0.0, now_s - o.seen_s) / half_life_s)
         n += w
-        t = not o.ok or (o.ttft_ms is not None and o.ttft_ms > sla.ttft_ms)
-        i = (not o.ok and not o.rejected) or (o.tpot_ms is not None and o.tpot_ms > sla.itl_ms)
+        j = sla.judge(
+            o.ttft_ms, o.tpot_ms, None, "ok" if o.ok else "rejected" if o.rejected else "error"
+        )
+        t = not j.ttft
+        i = not j.itl and not o.rejected
         miss["ttft"] += w * t
         miss["itl"] += w * i
         miss["all"] += w * (t or i)

@@ -65,15 +65,11 @@ Met = tuple[bool, bool, bool]
 
 
 def record_met(r: RequestRecord, sla: TenantSLA) -> Met:
-    """Per SLO as ``breach.observed_misses`` counts misses (a rejected request misses
-    TTFT, not ITL); ``all`` is the gateway's ``sla_met`` when it wrote one."""
-    ok = r.outcome == "ok"
-    ttft = ok and r.ttft_ms is not None and r.ttft_ms <= sla.ttft_ms
-    itl_miss = (not ok and r.outcome != "rejected") or (
-        r.tpot_ms is not None and r.tpot_ms > sla.itl_ms
-    )
-    both = ttft and not itl_miss
-    return ttft, not itl_miss, both if r.sla_met is None else bool(r.sla_met)
+    """Per SLO as ``TenantSLA.judge`` says, the gateway's ``sla_requests_total`` labels
+    (a rejected request misses every SLO); ``all`` is the gateway's ``sla_met`` when it
+    wrote one (judged against the SLA of the moment)."""
+    j = sla.judge(r.ttft_ms, r.tpot_ms, r.e2e_ms, r.outcome)
+    return j.ttft, j.itl, j.met if r.sla_met is None else bool(r.sla_met)
 
 
 class _IsoMap:

@@ -1,9 +1,9 @@
 """Per-request outcomes and the SLA/goodput arithmetic of DESIGN.md.
 
-A request meets its SLA when TTFT ≤ ttft_ms and TPOT ≤ itl_ms (and e2e ≤ e2e_ms
-where set) — ``vllm bench serve --goodput``'s definition, with TPOT the mean
-inter-token time after the first token (0 for single-token outputs). Rejected
-and failed requests are misses. Goodput = met requests / offered span (first to
+Whether a request met its SLA is ``TenantSLA.judge`` (the driver sets
+``Outcome.met`` from it), ``vllm bench serve --goodput``'s definition, with TPOT the
+mean inter-token time after the first token. Rejected and failed requests are
+misses. Goodput = met requests / offered span (first to
 last arrival), so it is at most the offered rate and equals attainment x offered
 rate; dropping a request can never raise it.
 """
@@ -40,16 +40,6 @@ class Outcome:
     reason: str = ""
     cached_tokens: int = 0
     preemptions: int = 0
-
-
-def sla_met(
-    sla: TenantSLA, ttft_s: float | None, tpot_s: float | None, e2e_s: float | None
-) -> bool:
-    if ttft_s is None or ttft_s * 1000.0 > sla.ttft_ms:
-        return False
-    if tpot_s is not None and tpot_s * 1000.0 > sla.itl_ms:
-        return False
-    return not (sla.e2e_ms is not None and (e2e_s is None or e2e_s * 1000.0 > sla.e2e_ms))
 
 
 def _pct(values: Sequence[float], qs: Sequence[float]) -> dict[str, float | None]:

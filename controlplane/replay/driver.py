@@ -50,7 +50,7 @@ from controlplane.policy.types import (
     Verdict,
     build_pools,
 )
-from controlplane.replay.accounting import FAILED, OK, REJECTED, Outcome, sla_met
+from controlplane.replay.accounting import FAILED, OK, REJECTED, Outcome
 from controlplane.replay.cluster import ClusterShape, Slot
 from controlplane.replay.traces import Trace, TraceRequest
 from controlplane.schemas import Priority, RequestRecord, Role, TenantSLA, WorkerSnapshot
@@ -326,7 +326,12 @@ class ReplayDriver:
         o.ttft_s = None if fin.first_token_s is None else fin.first_token_s - o.arrival_s
         o.tpot_s = fin.tpot_s if fin.tpot_s is not None else (0.0 if o.ttft_s is not None else None)
         o.e2e_s = fin.finish_s - o.arrival_s
-        o.met = sla_met(lv.sla, o.ttft_s, o.tpot_s, o.e2e_s)
+        o.met = lv.sla.judge(
+            None if o.ttft_s is None else o.ttft_s * 1000.0,
+            None if o.tpot_s is None else o.tpot_s * 1000.0,
+            o.e2e_s * 1000.0,
+            o.status,
+        ).met
         d = lv.decision
         if d is not None and d.prefill is None:
             o.cached_tokens = fin.cached_tokens

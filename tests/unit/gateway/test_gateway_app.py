@@ -12,7 +12,8 @@ import pytest
 from controlplane.gateway.testing import GatewayHandle, running_gateway
 from controlplane.schemas import RateLimit, TenantSLA, WorkerSnapshot
 from controlplane.state import open_store
-from controlplane.state.store import Store
+from controlplane.state.memory import MemoryStore
+from controlplane.state.store import Store, StoreUnavailable
 from workers.sim.testing import running_sim
 
 KEY = "sk-test-acme"
@@ -87,6 +88,53 @@ async def test_non_stream_chat(pd: GatewayHandle) -> None:
     assert status == 200, raw
     obj = json.loads(raw)
     assert obj["object"] == "chat.completion" and obj["usage"]["completion_tokens"] == 4
+
+
+async def test_non_stream_tpot_is_generation_time_per_token(pd: GatewayHandle) -> None:
+    """All tokens reach the client at once, but TPOT is the decode request's time per
+    token, not 0 (which let any decode speed meet every ITL target)."""
+    body = {"model": "tiny-llama", "prompt": "hello " * 50, "max_tokens": 8}
+    status, raw, _ = await _post(pd, body)
+    assert status == 200 and json.loads(raw)["usage"]["completion_tokens"] == 8
+    reg = pd.gateway.registry
+    labels = {"cluster": "default", "model": "tiny-llama", "tenant": "acme"}
+    assert reg.get_sample_value("slaplane_request_tpot_seconds_count", labels) == 1
+    tpot = reg.get_sample_value("slaplane_request_tpot_seconds_sum", labels)
+    e2e = reg.get_sample_value("slaplane_request_e2e_seconds_sum", labels)
+    assert tpot is not None and e2e is not None
+    assert 0.0 < tpot * 8 <= e2e  # the generation is part of the request's time
+
+
+class _TenantStoreDown(MemoryStore):
+    """Tenant and key reads fail, like Redis restarting (nothing cached yet)."""
+
+    async def tenant_for_key(self, key_sha256: str) -> str | None:
+        raise StoreUnavailable("down")
+
+    async def get_tenant(self, tenant: str) -> TenantSLA | None:
+        raise StoreUnavailable("down")
+
+
+@pytest.mark.parametrize("headers", [AUTH, {"X-Tenant-ID": "acme"}], ids=["key", "header"])
+async def test_store_down_503_counts_as_an_sla_miss(headers: dict[str, str]) -> None:
+    """A 503 store_unavailable comes before the tenant's SLA is known; it is still a
+    refusal, so it counts in sla_requests_total (missed on every SLO) like the others."""
+    store = _TenantStoreDown()
+    async with running_gateway(store, worker_url=["http://127.0.0.1:9"], model="m",
+                               trust_tenant_header=True) as gw:  # fmt: skip
+        status, raw, _ = await _post(gw, {"model": "m", "prompt": "x"}, headers)
+        assert status == 503 and json.loads(raw)["error"]["code"] == "store_unavailable"
+        reg = gw.gateway.registry
+        labels = {"cluster": "default", "model": "m", "tenant": "default"}
+        assert reg.get_sample_value("slaplane_requests_total", {**labels, "outcome": "error"}) == 1
+        for slo in ("ttft", "itl", "all"):
+            got = reg.get_sample_value(
+                "slaplane_sla_requests_total", {**labels, "slo": slo, "result": "missed"}
+            )
+            assert got == 1, slo
+            met = {**labels, "slo": slo, "result": "met"}
+            assert reg.get_sample_value("slaplane_sla_requests_total", met) is None
+    await store.close()
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,8 @@ class TestRecordMet:
         gateway_says = RequestRecord(**base, outcome="ok", ttft_ms=100.0, sla_met=False)
         assert record_met(ok, SLA) == (True, True, True)
         assert record_met(slow_itl, SLA) == (True, False, False)
-        assert record_met(rejected, SLA) == (False, True, False)
+        # a rejection misses ITL too, as the gateway's sla_requests_total{slo="itl"} counts it
+        assert record_met(rejected, SLA) == (False, False, False)
         assert record_met(failed, SLA) == (False, False, False)
         assert record_met(gateway_says, SLA)[2] is False
 
