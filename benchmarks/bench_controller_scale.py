@@ -32,8 +32,8 @@ from controlplane.policy.planner_types import TickInput
 from controlplane.policy.predictor import ProfilePredictor
 from controlplane.policy.scale import EngineLimits
 from controlplane.policy.scaler import Forecast
+from controlplane.profiles import load_profile
 from controlplane.schemas import Priority, RequestRecord, TenantSLA, WorkerSnapshot
-from workers.sim.profile import load_profile
 
 TENANT = TenantSLA(tenant="t", priority=Priority.STANDARD, ttft_ms=1000.0, itl_ms=50.0)
 

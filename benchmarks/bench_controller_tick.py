@@ -17,8 +17,8 @@ from controlplane.policy.planner import ControlPlanner, ControlPolicyConfig
 from controlplane.policy.planner_types import TickInput
 from controlplane.policy.predictor import ProfilePredictor
 from controlplane.policy.scale import EngineLimits
+from controlplane.profiles import load_profile
 from controlplane.schemas import Priority, RequestRecord, TenantSLA, WorkerSnapshot
-from workers.sim.profile import load_profile
 
 PRIOS = (Priority.PREMIUM, Priority.STANDARD, Priority.BATCH)
 

@@ -27,7 +27,8 @@ import random
 import time
 from typing import Any
 
-from workers.sim import Engine, EngineConfig, SimRequest, load_profile
+from controlplane.profiles import load_profile
+from workers.sim import Engine, EngineConfig, SimRequest
 
 
 def synthetic_trace(
@@ -69,11 +70,13 @@ def mooncake_trace(path: str) -> list[tuple[float, SimRequest]]:
 
 
 REF_MODULES = ("engine", "profile", "kvcache", "stats", "types")
+PROFILE_PATHS = ("controlplane/profiles/profile.py", "workers/sim/profile.py")
+"""Where the profile module is at a rev: since issue 14, or before it."""
 
 
 def load_ref(rev: str) -> Any:
-    """``workers/sim`` at git ``rev`` as a private package; returns its (Engine,
-    EngineConfig, SimRequest, load_profile)."""
+    """``workers/sim`` (and the profile module) at git ``rev`` as a private package;
+    returns its (Engine, EngineConfig, SimRequest, load_profile)."""
     import importlib
     import subprocess
     import sys
@@ -86,15 +89,22 @@ def load_ref(rev: str) -> Any:
     d.mkdir()
     (d / "__init__.py").write_text("")
     for m in REF_MODULES:
-        src = subprocess.run(
-            ["git", "show", f"{rev}:workers/sim/{m}.py"], cwd=root, check=True,
-            capture_output=True, text=True,
-        ).stdout  # fmt: skip
+        paths = PROFILE_PATHS if m == "profile" else (f"workers/sim/{m}.py",)
+        for path in paths:
+            got = subprocess.run(
+                ["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True
+            )
+            if got.returncode == 0:
+                break
+        else:
+            raise SystemExit(f"{rev}: no {m} module ({', '.join(paths)})")
+        src = got.stdout.replace("controlplane.profiles", f"{pkg}.profile")
         (d / f"{m}.py").write_text(src.replace("workers.sim.", f"{pkg}."))
+    data = repr(str(root / "controlplane/profiles"))
     prof = (d / "profile.py").read_text()
     (d / "profile.py").write_text(
-        prof.replace(
-            'Path(__file__).parent / "profiles"', f"Path({str(root / 'workers/sim/profiles')!r})"
+        prof.replace('Path(__file__).parent / "profiles"', f"Path({data})").replace(
+            "PROFILES_DIR = Path(__file__).parent\n", f"PROFILES_DIR = Path({data})\n"
         )
     )
     sys.path.insert(0, str(d.parent))

@@ -277,7 +277,7 @@ async def probe(url: str, model: str, seed: int, repeats: int = 3) -> list[tuple
 def fit_overhead(probes: Sequence[tuple[int, float]], profile: str) -> tuple[float, float]:
     """Least-squares ``residual = a + b x prompt`` of probe TTFT over the model's idle TTFT
     (prefill + one decode step); returns (a ms, b us/token), both clamped at 0."""
-    from workers.sim import load_profile
+    from controlplane.profiles import load_profile
 
     prof = load_profile(profile)
     xs, ys = [], []

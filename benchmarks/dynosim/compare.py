@@ -37,11 +37,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from controlplane.profiles import load_profile, profile_path
 from controlplane.replay.control import planner_factory
 from controlplane.replay.experiment import Options, build_experiment
 from controlplane.replay.runner import run_once
-from workers.sim import load_profile
-from workers.sim.profile import PROFILES_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 DYN_PY = Path.home() / ".cache/slaplane/dynamo-venv/bin/python"
@@ -92,7 +91,7 @@ def aligned_profile(profile: str, physics: str, work: Path) -> str:
     if physics == "profile":
         return profile
     src = load_profile(profile)
-    path = Path(profile) if Path(profile).is_file() else PROFILES_DIR / f"{profile}.csv"
+    path = profile_path(profile)
     lines = path.read_text().splitlines()
     out: list[str] = []
     for line in lines:

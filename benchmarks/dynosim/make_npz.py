@@ -3,7 +3,7 @@
 The mocker looks up prefill TTFT by ISL (1-D) and decode ITL by (active KV tokens,
 context length) with batch = active KV / context (2-D). Both grids are filled from
 the same piecewise-linear interpolation slaplane's sim engine uses
-(``workers.sim.profile.Profile``), so both simulators run on identical step times.
+(``controlplane.profiles.Profile``), so both simulators run on identical step times.
 
     .venv/bin/python benchmarks/dynosim/make_npz.py [--profile h100-llama3.1-8b] --out perf.npz
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.sim import load_profile
+from controlplane.profiles import load_profile
 
 
 def build(profile_name: str, out: Path, resolution: int = 64) -> Path:

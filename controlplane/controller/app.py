@@ -77,7 +77,7 @@ def actuator_params(s: ControllerSettings) -> dict[str, Any]:
 
 
 def build_core(s: ControllerSettings) -> ControlPlanner:
-    from workers.sim.profile import load_profile
+    from controlplane.profiles import load_profile
 
     prof = load_profile(s.profile)
     limits = EngineLimits(prof.kv_capacity_tokens, prof.max_num_seqs)

@@ -23,7 +23,7 @@ def main(
     ] = None,
     admission_params: Annotated[str | None, typer.Option(help="JSON AdmissionParams")] = None,
     profile: Annotated[
-        str | None, typer.Option(help="latency profile: sim profile name or CSV path")
+        str | None, typer.Option(help="latency profile: shipped name or CSV path")
     ] = None,
     prefill_url: Annotated[list[str] | None, typer.Option(help="static prefill worker")] = None,
     decode_url: Annotated[list[str] | None, typer.Option(help="static decode worker")] = None,
@@ -67,7 +67,7 @@ def main(
     setup_logging(s.log_level, s.log_json)
     predictor = None
     if s.profile:
-        from workers.sim.profile import load_profile
+        from controlplane.profiles import load_profile
 
         predictor = ProfilePredictor(load_profile(s.profile))
 

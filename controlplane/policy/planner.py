@@ -43,11 +43,12 @@ from controlplane.policy.planner_types import Decision, Effects, TenantRisk, Tic
 from controlplane.policy.predictor import LatencyPredictor
 from controlplane.policy.reroute import RerouteParams, WorkerSignal, route_weights
 from controlplane.policy.routers.local_prefill import LocalPrefillParams
-from controlplane.policy.scale import EngineLimits, StepModel
+from controlplane.policy.scale import EngineLimits
 from controlplane.policy.scaler import ScaleParams, ScalePlanner
 from controlplane.policy.throttle import Throttle, ThrottleParams
 from controlplane.policy.traffic import TrafficWindow
 from controlplane.policy.types import PLUGIN_SOURCE
+from controlplane.profiles import Profile
 from controlplane.schemas import TenantSLA
 
 
@@ -90,7 +91,7 @@ class ControlPlanner:
         self,
         config: ControlPolicyConfig,
         base_predictor: LatencyPredictor,
-        model: StepModel,
+        model: Profile,
         limits: EngineLimits | None = None,
     ) -> None:
         self.cfg = config

@@ -2,9 +2,9 @@
 
 TTFT = queue delay (prompt tokens waiting ahead / prefill throughput) + prefill time
 of the uncached part of the prompt. ITL = decode step time at the predicted batch
-and context. Both come from a ``StepModel``: the sim's ``workers.sim.profile.Profile``
-(what the gateway loads with ``--profile``) or this package's small
-``LatencyProfile`` table. The queries are explicit feature records so a calibrated
+and context. Both come from a ``controlplane.profiles.Profile``, the step-time model
+the sim engine runs on (the gateway loads one with ``--profile``; without it, the
+``cpu-tiny-fixture`` table). The queries are explicit feature records so a calibrated
 predictor (online regression on the requests stream) can implement the same
 Protocol and be swapped in without touching routers.
 """
@@ -17,27 +17,19 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controlplane.policy.profile_table import CPU_TINY_PROFILE
 from controlplane.policy.types import ClusterView
+from controlplane.profiles import CPU_TINY_FIXTURE, Profile
 from controlplane.schemas import WorkerSnapshot
-
-
-class StepModel(Protocol):
-    """Per-step latency of one engine configuration (ms)."""
-
-    def prefill_ms(self, tokens: float, prefix_tokens: float = 0.0) -> float: ...
-    def decode_ms(self, batch_size: float, context_tokens: float) -> float: ...
-
 
 _THROUGHPUT_PROBES = (256, 512, 1024, 2048, 4096, 8192)
 
 
-def prefill_tokens_per_ms(model: StepModel) -> float:
+def prefill_tokens_per_ms(model: Profile) -> float:
     """Best prefill throughput of a step model over chunk sizes (an upper limit)."""
     return max(t / max(model.prefill_ms(t), 1e-6) for t in _THROUGHPUT_PROBES)
 
 
-def busy_prefill_tokens_per_ms(model: StepModel) -> float:
+def busy_prefill_tokens_per_ms(model: Profile) -> float:
     """Queue drain rate: a worker with a queue fills every step to its token budget, so
     it drains at the throughput of a full-budget step, not at the best chunk size's
     (13 % apart on the H100 table: 41 vs 47 tokens/ms at 8,192 vs 2,048 tokens; priced
@@ -91,9 +83,9 @@ class ProfilePredictor:
 
     def __init__(
         self,
-        default: StepModel = CPU_TINY_PROFILE,
+        default: Profile = CPU_TINY_FIXTURE,
         params: ProfilePredictorParams | None = None,
-        profiles: Mapping[str, StepModel] | None = None,
+        profiles: Mapping[str, Profile] | None = None,
     ) -> None:
         self.default = default
         self.params = params or ProfilePredictorParams()
@@ -101,7 +93,7 @@ class ProfilePredictor:
         self._tput: dict[int, float] = {}
         self._last_prefill: dict[tuple[int, int, int], float] = {}
 
-    def profile_for(self, worker: WorkerSnapshot) -> StepModel:
+    def profile_for(self, worker: WorkerSnapshot) -> Profile:
         p = self.profiles.get(worker.worker) or self.profiles.get(worker.model)
         return p or self.default
 
@@ -118,7 +110,7 @@ class ProfilePredictor:
             prof, prompt_tokens, cached_tokens
         )
 
-    def prefill_part_ms(self, prof: StepModel, prompt_tokens: int, cached_tokens: int) -> float:
+    def prefill_part_ms(self, prof: Profile, prompt_tokens: int, cached_tokens: int) -> float:
         """The prefill term of ``ttft_ms`` (no queue), memoised: one request asks it
         for every worker, and vectorised scorers ask it once per distinct profile."""
         cached = min(cached_tokens, prompt_tokens)
@@ -132,7 +124,7 @@ class ProfilePredictor:
             self._last_prefill[key] = prefill
         return prefill
 
-    def queue_rate(self, prof: StepModel) -> float:
+    def queue_rate(self, prof: Profile) -> float:
         """Prompt tokens per ms a busy worker of this profile drains its queue at; the
         queue term of ``ttft_ms`` is ``queued / queue_rate`` (0 when nothing is queued)."""
         tput = self._tput.get(id(prof))
@@ -150,7 +142,7 @@ class ProfilePredictor:
     def drain_ms(self, worker: WorkerSnapshot, queued_prompt_tokens: int) -> float:
         return self._queue_ms(self.profile_for(worker), queued_prompt_tokens)
 
-    def _queue_ms(self, prof: StepModel, tokens: int) -> float:
+    def _queue_ms(self, prof: Profile, tokens: int) -> float:
         if tokens <= 0:
             return 0.0
         return tokens / self.queue_rate(prof)
@@ -181,19 +173,10 @@ def predicted_batch(snap: WorkerSnapshot, view: ClusterView) -> int:
 
 
 DEFAULT_STEP_TOKEN_BUDGET = 2048
-"""vLLM V1's default ``max_num_batched_tokens`` when a step model does not say."""
+"""vLLM V1's default ``max_num_batched_tokens``, for a profile without a positive one."""
 
 
-def step_token_budget(model: StepModel) -> int:
+def step_token_budget(model: Profile) -> int:
     """Tokens one engine step may schedule (chunked prefill's chunk plus the decodes)."""
-    budget = getattr(model, "max_num_batched_tokens", None)
-    return int(budget) if isinstance(budget, int) and budget > 0 else DEFAULT_STEP_TOKEN_BUDGET
-
-
-def mixed_step_base_ms(model: StepModel) -> float:
-    """Fixed per-step cost a step mixing a prefill chunk with decodes pays only once
-    (the sim engine's rule: mixed step = prefill + decode - base)."""
-    base = getattr(model, "base_step_ms", None)
-    if isinstance(base, float | int):
-        return float(base)
-    return max(0.0, min(model.prefill_ms(1), model.decode_ms(1, 1)))
+    budget = model.max_num_batched_tokens
+    return budget if budget > 0 else DEFAULT_STEP_TOKEN_BUDGET

@@ -15,17 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from controlplane.policy.predictor import prefill_tokens_per_ms
-
-
-class StepModel(Protocol):
-    """Per-step latency (ms); ``workers.sim.profile.Profile`` and the policy's
-    ``LatencyProfile`` both fit."""
-
-    def prefill_ms(self, tokens: float, prefix_tokens: float = 0.0, /) -> float: ...
-    def decode_ms(self, batch_size: float, context_tokens: float, /) -> float: ...
+from controlplane.profiles import Profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +38,7 @@ class RoleNeed:
 
 
 def prefill_need(
-    model: StepModel,
+    model: Profile,
     rate_rps: float,
     prompt_tokens: float,
     cached_ratio: float,
@@ -75,7 +67,7 @@ def prefill_need(
 
 
 def decode_need(
-    model: StepModel,
+    model: Profile,
     rate_rps: float,
     prompt_tokens: float,
     output_tokens: float,

@@ -31,13 +31,13 @@ from controlplane.policy.planner_types import Decision, ScaleDecision
 from controlplane.policy.scale import (
     EngineLimits,
     RoleNeed,
-    StepModel,
     apply_gpu_budget,
     decode_need,
     prefill_need,
 )
 from controlplane.policy.scale_rules import RoleState, ScaleParams, pick_drain, role_step
 from controlplane.policy.traffic import Shape, TrafficWindow
+from controlplane.profiles import Profile
 from controlplane.schemas import WorkerSnapshot
 
 __all__ = ["Forecast", "ScaleOutcome", "ScaleParams", "ScalePlanner"]
@@ -55,7 +55,7 @@ class ScalePlanner:
     """Holds the forecaster and per-role state; ``on_tick`` is deterministic in its inputs."""
 
     def __init__(
-        self, params: ScaleParams, model: StepModel, limits: EngineLimits | None = None
+        self, params: ScaleParams, model: Profile, limits: EngineLimits | None = None
     ) -> None:
         self.p = params
         self.model = model

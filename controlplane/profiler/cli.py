@@ -53,14 +53,11 @@ def _pd_main(
 
     from controlplane.profiler.pd import make_pd_plan, pd_terms, run_pd_plan, write_pd_profile
     from controlplane.profiler.plan import Checkpoint
-    from workers.sim import load_profile
-    from workers.sim.profile import PROFILES_DIR
+    from controlplane.profiles import parse_profile, profile_path
 
-    base = load_profile(base_profile)
-    base_path = Path(base_profile)
-    base_text = (
-        base_path if base_path.is_file() else PROFILES_DIR / f"{base_profile}.csv"
-    ).read_text()
+    base_path = profile_path(base_profile)
+    base_text = base_path.read_text()
+    base = parse_profile(base_text, name=base_path.stem)
     ckpt_path = checkpoint or out.with_suffix(".points.jsonl")
     if fresh and ckpt_path.exists():
         ckpt_path.unlink()

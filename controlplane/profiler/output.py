@@ -1,8 +1,8 @@
-"""Write measured points as the profile CSV that ``workers.sim`` and the predictor read.
+"""Write measured points as the profile CSV that the sim engine and the predictor read.
 
 Format = the vLLM capture dialect (``phase,batch_size,context_tokens_or_prompt_tokens,
 latency_ms``) under a ``# slaplane-profile key=value`` line carrying the engine
-limits the measurement was taken with, exactly like ``workers/sim/profiles/*.csv``.
+limits the measurement was taken with, exactly like ``controlplane/profiles/*.csv``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from controlplane.profiler.plan import Result
-from workers.sim import Profile, parse_profile
+from controlplane.profiles import Profile, parse_profile
 
 
 def profile_text(results: Iterable[Result], meta: Mapping[str, str | int]) -> str:

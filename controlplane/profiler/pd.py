@@ -50,7 +50,7 @@ runs slower than beside an idle partner.
 
 The written profile is the base profile's text (header and rows byte-identical,
 only ``name`` changed and ``decode_scale`` added) followed by the ``kv_save`` and
-``kv_load`` rows; ``workers.sim.profile`` fits each to ``base + per_token x tokens``.
+``kv_load`` rows; ``controlplane.profiles`` fits each to ``base + per_token x tokens``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ from controlplane.profiler.client import discover_model, prefill_handoff, timed_
 from controlplane.profiler.measure import measure
 from controlplane.profiler.plan import Checkpoint, Point, Result
 from controlplane.profiler.run import measure_points
-from workers.sim import Profile, parse_profile
+from controlplane.profiles import Profile, parse_profile
 
 BG_PROMPT_TOKENS = 64
 """Prompt of the background streams: below one 128-token block, so the connector moves

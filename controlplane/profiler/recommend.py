@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controlplane.policy.scale import EngineLimits, decode_need, prefill_need
-from workers.sim import Profile
+from controlplane.profiles import Profile
 
 
 @dataclass(frozen=True, slots=True)

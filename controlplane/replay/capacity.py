@@ -123,9 +123,9 @@ from typing import Any
 
 import numpy as np
 
+from controlplane.profiles import Profile
 from controlplane.replay.traces import TraceRequest
 from controlplane.schemas import TenantSLA
-from workers.sim.profile import Profile
 
 
 @dataclass(frozen=True, slots=True)

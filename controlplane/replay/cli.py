@@ -36,7 +36,7 @@ def main(
     decode: Annotated[int, typer.Option("--decode", help="Decode workers (P/D).")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="Mixed (role both) workers.")] = 0,
     profile: Annotated[
-        str, typer.Option("--profile", help="Sim profile name or CSV path.")
+        str, typer.Option("--profile", help="Latency profile: shipped name or CSV path.")
     ] = "h100-llama3.1-8b",
     planner: Annotated[
         bool, typer.Option("--planner/--no-planner", help="Run the controller on a virtual tick.")

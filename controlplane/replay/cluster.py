@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controlplane.profiles import Profile
 from controlplane.schemas import Role, WorkerSnapshot
-from workers.sim import Engine, EngineConfig, Profile
+from workers.sim import Engine, EngineConfig
 
 
 @dataclass(frozen=True, slots=True)

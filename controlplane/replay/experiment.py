@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controlplane.profiles import load_profile
 from controlplane.replay.capacity import capacity_bound
 from controlplane.replay.cluster import ClusterShape
 from controlplane.replay.driver import ReplayConfig
 from controlplane.replay.runner import ControlFactory, Experiment
 from controlplane.replay.tenants import TenantMix, load_mix, uniform_mix
 from controlplane.replay.traces import parse_window, read_trace, window
-from workers.sim import EngineConfig, load_profile
+from workers.sim import EngineConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry
 from controlplane.controller.app import build_controller
 from controlplane.controller.loop import Controller
 from controlplane.controller.settings import ControllerSettings
+from controlplane.profiles import load_profile
 from controlplane.state import open_store
 from controlplane.state.store import Store
 from tests.unit.controller.builders import TENANTS, pool, record
-from workers.sim import load_profile
 
 C = "ctl-act"
 # requests/s one prefill replica serves at record()'s 512-token prompts, on the profile the

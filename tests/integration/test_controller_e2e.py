@@ -22,9 +22,9 @@ from controlplane.controller.actuators.local import LocalActuator, LocalParams
 from controlplane.controller.app import build_controller
 from controlplane.controller.settings import ControllerSettings
 from controlplane.gateway.testing import running_gateway
+from controlplane.profiles import load_profile
 from controlplane.schemas import Priority, TenantSLA
 from controlplane.state import open_store
-from workers.sim import load_profile
 
 pytestmark = pytest.mark.slow
 C = "e2e"

@@ -12,8 +12,7 @@ from rich.console import Console
 
 from controlplane.profiler.pd import make_pd_plan, pd_terms, run_pd_plan, write_pd_profile
 from controlplane.profiler.plan import Checkpoint
-from workers.sim import load_profile
-from workers.sim.profile import PROFILES_DIR
+from controlplane.profiles import PROFILES_DIR, load_profile
 from workers.sim.testing import running_sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

@@ -2,7 +2,7 @@
 must finish, write a profile the sim loads, and find that admitting a request whose KV
 comes from the prefill worker costs the decode engine's step something (the connector
 loads the KV inside the forward pass). The full sweep and its numbers:
-``benchmarks/validate_model.py --measure-pd`` and ``workers/sim/profiles/README.md``."""
+``benchmarks/validate_model.py --measure-pd`` and ``controlplane/profiles/README.md``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from controlplane.profiles import load_profile
 from tests.integration.conftest_vllm import VllmPair
-from workers.sim import load_profile
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 

@@ -14,7 +14,7 @@ from controlplane.profiler.output import write_profile
 from controlplane.profiler.plan import Checkpoint, make_plan
 from controlplane.profiler.recommend import recommend
 from controlplane.profiler.run import run_plan
-from workers.sim import load_profile
+from controlplane.profiles import load_profile
 from workers.sim.testing import running_sim
 
 TINY = load_profile("cpu-tiny")

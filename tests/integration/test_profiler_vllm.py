@@ -2,7 +2,7 @@
 worker must give a TTFT curve that rises with the prompt, sane decode step times, and
 a CSV the sim can load. Short on purpose (a few seconds once the shared pair is up):
 the shipped ``cpu-tiny`` profile comes from the full sweep in
-``workers/sim/profiles/README.md``."""
+``controlplane/profiles/README.md``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from controlplane.profiles import load_profile
 from tests.integration.conftest_vllm import VllmPair
-from workers.sim import load_profile
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 

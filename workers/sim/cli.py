@@ -88,7 +88,7 @@ def main(
 
     from controlplane.config import build_settings
     from controlplane.logs import setup_logging
-    from workers.sim.profile import load_profile
+    from controlplane.profiles import load_profile
     from workers.sim.server import SimServer
     from workers.sim.settings import SimWorkerSettings
 

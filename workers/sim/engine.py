@@ -30,8 +30,8 @@ import math
 from collections import deque
 from collections.abc import Hashable, Iterable
 
+from controlplane.profiles import Profile
 from workers.sim.kvcache import KVCache
-from workers.sim.profile import Profile
 from workers.sim.stats import EngineStats
 from workers.sim.types import EngineConfig, FinishedRequest, SimRequest, StepResult
 

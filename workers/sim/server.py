@@ -23,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from controlplane.profiles import Profile
 from workers.sim.engine import Engine
 from workers.sim.faults import FaultDice, Faults
 from workers.sim.metrics import SimCollector, make_registry
@@ -35,7 +36,6 @@ from workers.sim.openai_format import (
     dumps,
     parse_body,
 )
-from workers.sim.profile import Profile
 from workers.sim.runner import EngineRunner, RequestStream
 from workers.sim.settings import SimWorkerSettings
 from workers.sim.tokens import chat_prompt, generated_text, prompt_digest, tokenize

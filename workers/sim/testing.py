@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestServer
 
-from workers.sim.profile import load_profile
+from controlplane.profiles import load_profile
 from workers.sim.server import SimServer
 from workers.sim.settings import SimWorkerSettings
 

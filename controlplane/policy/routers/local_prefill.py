@@ -60,15 +60,14 @@ from controlplane.policy.predictor import (
     ItlQuery,
     LatencyPredictor,
     ProfilePredictor,
-    StepModel,
     TtftQuery,
-    mixed_step_base_ms,
     predicted_batch,
     queued_prompt_tokens,
     step_token_budget,
 )
 from controlplane.policy.prefix import PrefixIndex
 from controlplane.policy.types import ClusterView, RouteDecision, RouteRequest
+from controlplane.profiles import Profile
 from controlplane.schemas import WorkerSnapshot
 
 Mode = Literal["never", "threshold", "predictive"]
@@ -217,7 +216,7 @@ class LocalPrefill:
             return LocalChoice(w, cached, f"local-prefill threshold: {why}")
         return None
 
-    def _step_shape(self, worker_profile: StepModel | None) -> tuple[int, float]:
+    def _step_shape(self, worker_profile: Profile | None) -> tuple[int, float]:
         """(step token budget, mixed-step base ms) of a worker's step model."""
         if worker_profile is None:
             return DEFAULT_STEP_TOKEN_BUDGET, 0.0
@@ -226,7 +225,7 @@ class LocalPrefill:
         if got is None:
             got = self._steps[key] = (
                 step_token_budget(worker_profile),
-                mixed_step_base_ms(worker_profile),
+                worker_profile.base_step_ms,  # a mixed step pays it once
             )
         return got
 
@@ -267,8 +266,8 @@ class LocalPrefill:
         # local must come in strictly below this: a tie with P/D stays P/D
         ceiling = min(p.ttft_margin * target, (1.0 - p.min_gain) * pd_ttft)
         pred = self.predictor
-        prof_of: Callable[[WorkerSnapshot], StepModel] | None = None
-        rate_of: Callable[[StepModel], float] = _no_rate
+        prof_of: Callable[[WorkerSnapshot], Profile] | None = None
+        rate_of: Callable[[Profile], float] = _no_rate
         if isinstance(pred, ProfilePredictor):
             prof_of, rate_of = pred.profile_for, pred.queue_rate
         overlap = self.index.overlap(req.block_hashes) if req.block_hashes else {}
@@ -378,5 +377,5 @@ class LocalPrefill:
             self._spread = srt[min(len(srt) - 1, int(self.params.spread_quantile * len(srt)))]
 
 
-def _no_rate(model: StepModel) -> float:
+def _no_rate(model: Profile) -> float:
     raise AssertionError("queue rate asked without a ProfilePredictor")

@@ -25,13 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from controlplane.policy.predictor import (
     LatencyPredictor,
     ProfilePredictor,
-    StepModel,
     TtftQuery,
     queued_prompt_tokens,
 )
 from controlplane.policy.prefix import PrefixIndex
 from controlplane.policy.routers.columns import F64, I64
 from controlplane.policy.types import Candidates, RouteRequest
+from controlplane.profiles import Profile
 from controlplane.schemas import WorkerSnapshot
 
 
@@ -55,7 +55,7 @@ def risk_score_array(risk: F64, penalty: float) -> F64:
     return out
 
 
-_TtftStatic = tuple[list[StepModel], I64, F64, I64]
+_TtftStatic = tuple[list[Profile], I64, F64, I64]
 
 
 class SlaTtftScorer:
@@ -190,7 +190,7 @@ class SlaTtftScorer:
         assert cols is not None
         ids = workers.ids()
         ix = cols.idx(ids)
-        profs: list[StepModel] = [pred.default]
+        profs: list[Profile] = [pred.default]
         pcode = np.zeros(len(ids), np.int64)
         if pred.profiles:
             code = {id(pred.default): 0}

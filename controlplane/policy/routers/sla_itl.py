@@ -5,12 +5,12 @@ with this request (telemetry running or the driver's in-flight count, whichever 
 larger, plus one). Score = 1 / (1 + risk) with the miss penalty, as in ``sla.py``.
 One prediction per distinct (model, batch) per request, because most workers share
 both; ``score_columns`` spreads them with ``np.unique``, or, when every worker uses
-the one default ``LatencyProfile``, interpolates all batches in one array call.
+the one default ``Profile``, interpolates all batches in one array call.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_right
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
@@ -23,23 +23,24 @@ from controlplane.policy.predictor import (
     ProfilePredictor,
     predicted_batch,
 )
-from controlplane.policy.profile_table import LatencyProfile
 from controlplane.policy.routers.columns import F64
 from controlplane.policy.routers.sla import SlaParams, risk_score, risk_score_array
 from controlplane.policy.types import Candidates, RouteRequest
+from controlplane.profiles import Profile
 
 _running = attrgetter("running")
 
 
 class DecodeSteps:
-    """``LatencyProfile.decode_ms(batch, ctx)`` for integer batches with the table
-    segment of each batch precomputed (same arithmetic, bit for bit): the list path
-    asks it for every distinct batch of every request."""
+    """``Profile.decode_ms(batch, ctx)`` for integer batches with the table segment of
+    each batch precomputed (same arithmetic, bit for bit): the list path asks it for
+    every distinct batch of every request."""
 
-    __slots__ = ("_prof", "_segs")
+    __slots__ = ("_prof", "_segs", "scale")
 
-    def __init__(self, prof: LatencyProfile) -> None:
+    def __init__(self, prof: Profile) -> None:
         self._prof = prof
+        self.scale = prof.decode_scale
         self._segs: list[tuple[int, float, float] | None] = []
         """Per integer batch b: None when b is at or below the first table batch (the
         first row value), else (segment index i, b - x[i-1], x[i] - x[i-1])."""
@@ -47,12 +48,12 @@ class DecodeSteps:
     def _seg(self, b: int) -> tuple[int, float, float] | None:
         segs = self._segs
         while len(segs) <= b:
-            x = max(1.0, len(segs))
+            x = float(len(segs))
             xs = self._prof.decode_batches
             if len(xs) == 1 or x <= xs[0]:
                 segs.append(None)
                 continue
-            i = min(bisect_left(xs, x), len(xs) - 1)
+            i = min(bisect_right(xs, x), len(xs) - 1)
             segs.append((i, x - xs[i - 1], xs[i] - xs[i - 1]))
         return segs[b]
 
@@ -63,22 +64,23 @@ class DecodeSteps:
         return self._segs
 
     def row(self, ctx: float) -> list[float]:
-        return self._prof._row(ctx)
+        """The unscaled decode row at ``ctx`` (``Profile.decode_row``)."""
+        return self._prof.decode_row(ctx)
 
     def ms(self, row: list[float], b: int) -> float:
         seg = self._segs[b] if b < len(self._segs) else self._seg(b)
         if seg is None:
-            return row[0]
+            return self.scale * row[0]
         i, dx, span = seg
         y0 = row[i - 1]
         y = y0 + (row[i] - y0) * dx / span
-        return y if y > 0.0 else 0.0
+        return self.scale * (y if y > 0.0 else 0.0)
 
 
-_STEPS: dict[int, tuple[LatencyProfile, DecodeSteps]] = {}
+_STEPS: dict[int, tuple[Profile, DecodeSteps]] = {}
 
 
-def decode_steps(prof: LatencyProfile) -> DecodeSteps:
+def decode_steps(prof: Profile) -> DecodeSteps:
     hit = _STEPS.get(id(prof))
     if hit is not None and hit[0] is prof:
         return hit[1]
@@ -134,11 +136,12 @@ class SlaItlScorer:
         if type(pred) is ProfilePredictor and not pred.profiles:
             memo: dict[int, float] = {}
             prof = pred.default
-            if isinstance(prof, LatencyProfile):
+            if isinstance(prof, Profile):
                 steps = decode_steps(prof)
                 row = steps.row(ctx)
                 segs = steps.segments(max(running) + 2)
                 first = row[0]
+                scale = steps.scale
                 for r, f in zip(running, infl, strict=False):
                     b = (f if f > r else r) + 1
                     sc = memo.get(b)
@@ -152,7 +155,7 @@ class SlaItlScorer:
                             y = y0 + (row[i] - y0) * dx / span
                             if not y > 0.0:
                                 y = 0.0
-                        risk = y / target
+                        risk = scale * y / target
                         sc = memo[b] = 1.0 / (1.0 + (risk + penalty if risk > 1.0 else risk))
                     append(sc)
                 return out
@@ -194,7 +197,7 @@ class SlaItlScorer:
         if (
             type(pred) is ProfilePredictor
             and not pred.profiles
-            and isinstance(pred.default, LatencyProfile)
+            and isinstance(pred.default, Profile)
         ):  # one table for everyone: every (model, batch) memo entry is the same value
             return risk_score_array(pred.default.decode_ms_many(batch, ctx) / target, penalty)
         key = cols.model[ix] * (int(batch.max()) + 1) + batch
@@ -205,7 +208,7 @@ class SlaItlScorer:
         if type(pred) is ProfilePredictor:
             profs = {id(p): p for p in (pred.profile_for(ws[ids[i]]) for i in firsts)}
             prof = next(iter(profs.values()))
-            if len(profs) == 1 and isinstance(prof, LatencyProfile):
+            if len(profs) == 1 and isinstance(prof, Profile):
                 many = prof.decode_ms_many(batch[first], ctx)
         if many is not None:
             vals = risk_score_array(many / target, penalty)

@@ -6,8 +6,8 @@ from typing import Any
 
 from controlplane.policy.planner import ControlPlanner, ControlPolicyConfig
 from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.profile_table import CPU_TINY_PROFILE
 from controlplane.policy.scale import EngineLimits
+from controlplane.profiles import CPU_TINY_FIXTURE
 from controlplane.schemas import Priority, RequestRecord, TenantSLA, WorkerSnapshot
 
 NOW_S = 10_000.0
@@ -53,4 +53,4 @@ def record(i: int, tenant: str = "gold", **kw: Any) -> RequestRecord:
 
 def planner(**overrides: Any) -> ControlPlanner:
     cfg = ControlPolicyConfig.model_validate(overrides)
-    return ControlPlanner(cfg, ProfilePredictor(CPU_TINY_PROFILE), CPU_TINY_PROFILE, EngineLimits())
+    return ControlPlanner(cfg, ProfilePredictor(CPU_TINY_FIXTURE), CPU_TINY_FIXTURE, EngineLimits())

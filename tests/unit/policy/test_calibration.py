@@ -15,7 +15,7 @@ from controlplane.policy.calibration import (
     ttft_extra,
 )
 from controlplane.policy.predictor import ItlQuery, LatencyPredictor, ProfilePredictor, TtftQuery
-from controlplane.policy.profile_table import CPU_TINY_PROFILE
+from controlplane.profiles import CPU_TINY_FIXTURE
 from tests.unit.controller.builders import worker
 
 
@@ -56,7 +56,7 @@ def test_correction_is_clamped() -> None:
 
 
 def test_calibrated_predictor_wraps_the_gateway_predictor() -> None:
-    base = ProfilePredictor(CPU_TINY_PROFILE)
+    base = ProfilePredictor(CPU_TINY_FIXTURE)
     cp = CalibratedPredictor(base)
     assert isinstance(cp, LatencyPredictor)
     s = worker("p0", "prefill", waiting=2)

@@ -22,13 +22,13 @@ from controlplane.policy.outlook import (
 )
 from controlplane.policy.planner_types import TickInput
 from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.profile_table import CPU_TINY_PROFILE
 from controlplane.policy.routers.local_prefill import LocalPrefillParams
 from controlplane.policy.traffic import Shape
+from controlplane.profiles import CPU_TINY_FIXTURE
 from controlplane.schemas import Priority, TenantSLA, WorkerSnapshot
 from tests.unit.controller.builders import NOW_S, planner, record, tenant, worker
 
-PRED = ProfilePredictor(CPU_TINY_PROFILE)
+PRED = ProfilePredictor(CPU_TINY_FIXTURE)
 SHAPE = Shape(prompt_tokens=512, output_tokens=64)
 PREDICTIVE = LocalPrefillParams(mode="predictive")
 TTFT_MS, ITL_MS = 1000.0, 50.0
@@ -189,10 +189,10 @@ class TestPlanner:
 
 
 def test_replay_hook_passes_the_routing_policys_local_prefill() -> None:
+    from controlplane.profiles import load_profile
     from controlplane.replay.cluster import ClusterShape
     from controlplane.replay.control import PlannerHook
     from controlplane.replay.driver import ReplayConfig
-    from workers.sim.profile import load_profile
 
     prof = load_profile("cpu-tiny")
     shape = ClusterShape(prefill=1, decode=1)

@@ -14,8 +14,8 @@ import pytest
 from controlplane.policy.control_fields import ControlState
 from controlplane.policy.planner import ControlPlanner
 from controlplane.policy.planner_types import Effects, TickInput
-from controlplane.policy.profile_table import CPU_TINY_PROFILE
 from controlplane.policy.scale import EngineLimits, apply_gpu_budget, decode_need, prefill_need
+from controlplane.profiles import CPU_TINY_FIXTURE
 from controlplane.schemas import TenantSLA, WorkerSnapshot
 from tests.unit.controller.builders import TENANTS, planner, pool, record, worker
 
@@ -59,26 +59,26 @@ def reversals(xs: list[int]) -> int:
 
 class TestReplicaMath:
     def test_prefill_need_scales_with_rate_and_uncached_tokens(self) -> None:
-        a = prefill_need(CPU_TINY_PROFILE, 10.0, 512, 0.0, 2000.0)
-        b = prefill_need(CPU_TINY_PROFILE, 20.0, 512, 0.0, 2000.0)
-        c = prefill_need(CPU_TINY_PROFILE, 20.0, 512, 0.5, 2000.0)
+        a = prefill_need(CPU_TINY_FIXTURE, 10.0, 512, 0.0, 2000.0)
+        b = prefill_need(CPU_TINY_FIXTURE, 20.0, 512, 0.0, 2000.0)
+        c = prefill_need(CPU_TINY_FIXTURE, 20.0, 512, 0.5, 2000.0)
         assert b.replicas == pytest.approx(2 * a.replicas)
         assert c.replicas < b.replicas and a.feasible
 
     def test_tight_ttft_lowers_allowed_utilisation(self) -> None:
-        loose = prefill_need(CPU_TINY_PROFILE, 10.0, 512, 0.0, 5000.0)
-        tight = prefill_need(CPU_TINY_PROFILE, 10.0, 512, 0.0, 60.0)
+        loose = prefill_need(CPU_TINY_FIXTURE, 10.0, 512, 0.0, 5000.0)
+        tight = prefill_need(CPU_TINY_FIXTURE, 10.0, 512, 0.0, 60.0)
         assert tight.replicas > loose.replicas
-        assert not prefill_need(CPU_TINY_PROFILE, 10.0, 4096, 0.0, 10.0).feasible
+        assert not prefill_need(CPU_TINY_FIXTURE, 10.0, 4096, 0.0, 10.0).feasible
 
     def test_decode_batch_is_limited_by_itl_target(self) -> None:
-        tight = decode_need(CPU_TINY_PROFILE, 10.0, 512, 128, 5.0)
-        loose = decode_need(CPU_TINY_PROFILE, 10.0, 512, 128, 20.0)
+        tight = decode_need(CPU_TINY_FIXTURE, 10.0, 512, 128, 5.0)
+        loose = decode_need(CPU_TINY_FIXTURE, 10.0, 512, 128, 20.0)
         assert "batch=" in tight.detail and tight.per_replica_rps < loose.per_replica_rps
-        assert CPU_TINY_PROFILE.decode_ms(int(loose.detail.split()[0][6:]), 576) <= 18.0
+        assert CPU_TINY_FIXTURE.decode_ms(int(loose.detail.split()[0][6:]), 576) <= 18.0
 
     def test_decode_batch_is_limited_by_kv_capacity(self) -> None:
-        small = decode_need(CPU_TINY_PROFILE, 10.0, 512, 128, 1000.0, EngineLimits(1280, 256))
+        small = decode_need(CPU_TINY_FIXTURE, 10.0, 512, 128, 1000.0, EngineLimits(1280, 256))
         assert small.detail.startswith("batch=2 ")
 
     def test_gpu_budget_scales_down_proportionally(self) -> None:

@@ -1,4 +1,4 @@
-"""Profile table interpolation and the default predictor."""
+"""The default profile and the profile-based predictor."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from controlplane.policy.predictor import (
     queued_prompt_tokens,
     step_token_budget,
 )
-from controlplane.policy.profile_table import CPU_TINY_PROFILE, LatencyProfile
+from controlplane.profiles import CPU_TINY_FIXTURE, load_profile, parse_profile
 
 from .helpers import snap, view
 
 
 def test_interpolates_and_extrapolates() -> None:
-    p = CPU_TINY_PROFILE
+    p = CPU_TINY_FIXTURE
     assert p.prefill_ms(256) == pytest.approx(23.87)
     assert 23.87 < p.prefill_ms(600) < 92.64
     assert p.prefill_ms(4096) > p.prefill_ms(2048)
@@ -35,7 +35,7 @@ def test_interpolates_and_extrapolates() -> None:
     "rel", ["fixtures/vllm-0.32.0/profile.csv", "profiles/h100-llama3.1-8b-vllm.csv"]
 )
 def test_reads_both_repository_formats(shared_dir: Path, rel: str) -> None:
-    prof = LatencyProfile.from_csv_text((shared_dir / rel).read_text())
+    prof = parse_profile((shared_dir / rel).read_text())
     assert prof.prefill_ms(1024) > prof.prefill_ms(64) > 0
     assert prof.decode_ms(8, 1024) >= prof.decode_ms(1, 1024) > 0
 
@@ -48,15 +48,14 @@ def test_ttft_is_queue_plus_uncached_prefill() -> None:
     cached = pred.ttft_ms(TtftQuery(s, prompt_tokens=1024, cached_tokens=768))
     assert cached == pytest.approx(23.87)
     queued = pred.ttft_ms(TtftQuery(s, prompt_tokens=1024, queued_prompt_tokens=2048))
-    assert queued == pytest.approx(base + 2048 / busy_prefill_tokens_per_ms(CPU_TINY_PROFILE))
+    assert queued == pytest.approx(base + 2048 / busy_prefill_tokens_per_ms(CPU_TINY_FIXTURE))
     assert pred.itl_ms(ItlQuery(s, batch=8, context_tokens=1024)) == pytest.approx(11.32)
 
 
 def test_queue_drains_at_full_step_throughput_not_the_best_chunk() -> None:
     """A worker with a queue fills each step to its token budget: its drain rate is a
     full step's throughput, which on the H100 table is below the best chunk size's."""
-    sim_profile = pytest.importorskip("workers.sim.profile")
-    h100 = sim_profile.load_profile("h100-llama3.1-8b")
+    h100 = load_profile("h100-llama3.1-8b")
     budget = step_token_budget(h100)
     assert budget == 8192
     busy = busy_prefill_tokens_per_ms(h100)
@@ -73,9 +72,8 @@ def test_queued_tokens_take_the_larger_of_report_and_local() -> None:
     assert queued_prompt_tokens(s, view(s, pending_prefill_tokens={"a": 900}), 100) == 900
 
 
-def test_accepts_the_sim_profile_as_step_model() -> None:
-    sim_profile = pytest.importorskip("workers.sim.profile")
-    prof = sim_profile.load_profile("cpu-tiny")
+def test_predicts_from_a_loaded_profile() -> None:
+    prof = load_profile("cpu-tiny")
     pred = ProfilePredictor(prof)
     s = snap("a")
     assert pred.ttft_ms(TtftQuery(s, prompt_tokens=1024)) == pytest.approx(prof.prefill_ms(1024))

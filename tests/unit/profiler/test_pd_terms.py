@@ -14,8 +14,7 @@ from controlplane.profiler.pd import (
     write_pd_profile,
 )
 from controlplane.profiler.plan import Result
-from workers.sim import load_profile, parse_profile
-from workers.sim.profile import PROFILES_DIR
+from controlplane.profiles import PROFILES_DIR, load_profile, parse_profile
 
 
 def _points(base_name: str) -> list[Result]:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from controlplane.profiles import parse_profile
 from controlplane.replay.capacity import capacity_bound, peak_prefill_tokens_per_ms, uncached_tokens
 from controlplane.replay.traces import TraceRequest
 from controlplane.schemas import TenantSLA
-from workers.sim import parse_profile
 
 # Prefill: 10 tok/ms at 100 tokens, 20 tok/ms at the 1000-token budget; decode: 10 ms/step
 # for any batch up to 8, so the per-token decode cost within a 50 ms ITL is 10/8 ms.

@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pytest
 
+from controlplane.profiles import load_profile
 from controlplane.replay.capacity import (
     _online_admit,
     _prefill_on_time,
@@ -20,7 +21,6 @@ from controlplane.replay.driver import ReplayConfig
 from controlplane.replay.runner import Experiment, run_once
 from controlplane.replay.tenants import uniform_mix
 from controlplane.replay.traces import Trace, TraceRequest
-from workers.sim import load_profile
 
 H100 = load_profile("h100-llama3.1-8b")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
+from controlplane.profiles import load_profile
 from controlplane.replay.accounting import OK
 from controlplane.replay.cluster import ClusterShape
 from controlplane.replay.control import planner_factory
@@ -10,7 +11,6 @@ from controlplane.replay.driver import ControlOutput, ReplayConfig, ReplayDriver
 from controlplane.replay.tenants import uniform_mix
 from controlplane.replay.traces import Trace, TraceRequest
 from controlplane.schemas import RequestRecord, WorkerSnapshot
-from workers.sim import load_profile
 
 H100 = load_profile("h100-llama3.1-8b")
 

@@ -8,13 +8,14 @@ import pytest
 
 from controlplane.policy.admission import AdmissionContext
 from controlplane.policy.types import Verdict
+from controlplane.profiles import load_profile
 from controlplane.replay.accounting import FAILED, OK, REJECTED
 from controlplane.replay.cluster import ClusterShape
 from controlplane.replay.driver import ReplayConfig, ReplayDriver, RunResult
 from controlplane.replay.tenants import TenantMix, TenantShare, uniform_mix
 from controlplane.replay.traces import Trace, TraceRequest
 from controlplane.schemas import Priority, TenantSLA
-from workers.sim import EngineConfig, load_profile
+from workers.sim import EngineConfig
 
 H100 = load_profile("h100-llama3.1-8b")
 

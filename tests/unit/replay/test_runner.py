@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import random
 
+from controlplane.profiles import load_profile
 from controlplane.replay.capacity import capacity_bound
 from controlplane.replay.cluster import ClusterShape
 from controlplane.replay.driver import ReplayConfig
 from controlplane.replay.runner import Experiment, run_once, sweep_rate
 from controlplane.replay.tenants import uniform_mix
 from controlplane.replay.traces import Trace, TraceRequest
-from workers.sim import load_profile
 
 H100 = load_profile("h100-llama3.1-8b")
 

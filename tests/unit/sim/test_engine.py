@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workers.sim import Engine, EngineConfig, Profile, SimRequest, StepResult, load_profile
+from controlplane.profiles import Profile, load_profile
+from workers.sim import Engine, EngineConfig, SimRequest, StepResult
 
 
 @pytest.fixture(scope="module")

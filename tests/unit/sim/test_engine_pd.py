@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from workers.sim import Engine, Profile, SimRequest, StepResult, load_profile, parse_profile
-from workers.sim.profile import PROFILES_DIR
+from controlplane.profiles import PROFILES_DIR, Profile, load_profile, parse_profile
+from workers.sim import Engine, SimRequest, StepResult
 
 BASE = "cpu-tiny"
 

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.profile_table import LatencyProfile
 from controlplane.policy.registry import POLICIES, RouterConfig, build_router
 from controlplane.policy.routers.base import Profile
 from controlplane.policy.routers.router import Router
 from controlplane.policy.types import Candidates, ClusterView, RouteRequest, build_pools
+from controlplane.profiles import CPU_TINY_FIXTURE, load_profile
+from controlplane.profiles import Profile as LatencyProfile
 from controlplane.schemas import WorkerSnapshot
 
 from ..helpers import NOW_S
@@ -72,16 +73,21 @@ def _snap(rng: random.Random, i: int, now_s: float) -> WorkerSnapshot:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("per_worker_profiles", [False, True])
+@pytest.mark.parametrize("profiles", ["default", "per-worker", "scaled-default"])
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 @pytest.mark.parametrize("n", [6, 40, 121, 300, 1000])
-def test_fast_path_matches_reference(policy: str, n: int, per_worker_profiles: bool) -> None:
+def test_fast_path_matches_reference(policy: str, n: int, profiles: str) -> None:
     """Pools under 16 take the per-worker path, 16-127 the list path (``score_list``),
-    larger ones the numpy path (``score_columns``): n=121/300 and n=1000 cover both."""
+    larger ones the numpy path (``score_columns``): n=121/300 and n=1000 cover both.
+    Profiles with ``decode_scale`` check that the row paths apply it as ``decode_ms``."""
     rng = random.Random(n)
     other = LatencyProfile.from_points([(64, 5.0), (2048, 90.0)], [(1, 128, 1.0), (8, 1024, 6.0)])
-    profiles = {"m2": other, "w3": other} if per_worker_profiles else {}
-    predictor = ProfilePredictor(profiles=profiles)
+    other = replace(other, decode_scale=1.3)
+    if profiles == "scaled-default":
+        predictor = ProfilePredictor(replace(CPU_TINY_FIXTURE, decode_scale=1.7))
+    else:
+        per_worker = {"m2": other, "w3": other} if profiles == "per-worker" else {}
+        predictor = ProfilePredictor(profiles=per_worker)
     # in-flight KV tokens in the kv-room filter on odd sizes (its per-request branch)
     params = {"kv-room-filter": {"assumed_tokens_per_request": 64}} if n % 2 else None
     fast, ref = _routers(policy, predictor, params)
@@ -205,3 +211,16 @@ def test_pool_size_selects_the_path(n: int, path: str, monkeypatch: pytest.Monke
     d = router.route(RouteRequest("r", "t", "m", 100, 10), view, NOW_S)
     assert d is not None and d.mode == "pd"
     assert calls == [path, path]
+
+
+@pytest.mark.parametrize("name", ["cpu-tiny-pd-measured", "h100-llama3.1-8b"])
+def test_decode_steps_equal_decode_ms(name: str) -> None:
+    """The list path's per-batch segments give exactly ``Profile.decode_ms``."""
+    from controlplane.policy.routers.sla_itl import decode_steps
+
+    prof = load_profile(name)
+    steps = decode_steps(prof)
+    for ctx in (1.0, 128.0, 700.0, 1024.0, 9000.0):
+        row = steps.row(ctx)
+        want = [prof.decode_ms(b, ctx) for b in range(700)]
+        assert [steps.ms(row, b) for b in range(700)] == want

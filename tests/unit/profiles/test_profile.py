@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from workers.sim import available_profiles, load_profile, parse_profile
+from controlplane.profiles import (
+    CPU_TINY_FIXTURE,
+    PROFILES_DIR,
+    Profile,
+    available_profiles,
+    fit_linear,
+    load_profile,
+    parse_profile,
+    profile_path,
+)
 
 
 def test_shipped_profiles_load_with_limits() -> None:
@@ -54,8 +64,6 @@ def test_parse_without_header_uses_defaults_and_rejects_garbage() -> None:
 
 def test_noisy_profile_is_made_monotone() -> None:
     """A measured dip (batch 2 faster than batch 1) must not extrapolate to zero steps."""
-    from workers.sim.profile import parse_profile
-
     text = "\n".join(
         [
             "phase,batch_size,context_tokens_or_prompt_tokens,latency_ms",
@@ -72,8 +80,6 @@ def test_noisy_profile_is_made_monotone() -> None:
 
 
 def test_pd_rows_are_fitted_to_a_linear_term() -> None:
-    from workers.sim.profile import fit_linear
-
     base = (
         "phase,batch_size,context_tokens_or_prompt_tokens,latency_ms\n"
         "prefill,1,100,10\ndecode,1,100,2\n"
@@ -110,8 +116,6 @@ def test_shipped_profiles_without_pd_terms_are_plain() -> None:
 
 
 def test_shipped_pd_profile_is_the_measured_base_plus_terms() -> None:
-    from workers.sim.profile import PROFILES_DIR
-
     pd, base = load_profile("cpu-tiny-pd-measured"), load_profile("cpu-tiny")
     assert pd.has_pd_terms and pd.decode_scale > 1
     assert pd.kv_load_ms(1000) > 0 and pd.kv_save_ms(1000) > 0
@@ -120,3 +124,37 @@ def test_shipped_pd_profile_is_the_measured_base_plus_terms() -> None:
     base_lines = (PROFILES_DIR / "cpu-tiny.csv").read_text().splitlines()[1:]
     pd_lines = (PROFILES_DIR / "cpu-tiny-pd-measured.csv").read_text().splitlines()[1:]
     assert pd_lines[: len(base_lines)] == base_lines
+
+
+def test_default_profile_is_the_shipped_fixture() -> None:
+    """The policy's built-in default is ``cpu-tiny-fixture.csv``, held in code."""
+    assert load_profile("cpu-tiny-fixture") == CPU_TINY_FIXTURE
+
+
+def test_profile_path_finds_shipped_names_and_paths() -> None:
+    assert profile_path("cpu-tiny") == PROFILES_DIR / "cpu-tiny.csv"
+    assert profile_path(PROFILES_DIR / "cpu-tiny.csv") == PROFILES_DIR / "cpu-tiny.csv"
+    with pytest.raises(ValueError, match=r"shipped: .*cpu-tiny"):
+        profile_path("no-such-profile")
+
+
+def test_from_points_cleans_like_the_csv_reader() -> None:
+    p = Profile.from_points(
+        [(256, 25.0), (1024, 20.0)], [(1, 128, 2.49), (2, 128, 2.06)], name="x", block_size=64
+    )
+    assert (p.name, p.model, p.block_size) == ("x", "x", 64)
+    assert p.prefill_ms(1024) == 25.0 and p.decode_ms(2, 128) == 2.49
+    with pytest.raises(ValueError, match="needs both"):
+        Profile.from_points([(1, 1.0)], [])
+
+
+@pytest.mark.parametrize("name", ["cpu-tiny-fixture", "cpu-tiny-pd-measured", "h100-llama3.1-8b"])
+def test_row_and_array_paths_equal_decode_ms_bit_for_bit(name: str) -> None:
+    """Routers interpolate a memoised row (``decode_row``) or an array of batches
+    (``decode_ms_many``); both must give exactly ``decode_ms`` or routes differ."""
+    p = load_profile(name)
+    batches = np.arange(0, 600)
+    for ctx in (1.0, 100.0, 128.0, 777.0, 1024.0, 5000.0, 200_000.0):
+        want = [p.decode_ms(int(b), ctx) for b in batches]
+        assert p.decode_ms_many(batches, ctx).tolist() == want
+        assert p.decode_row(ctx) is p.decode_row(ctx)

@@ -1,9 +1,12 @@
 """Latency profiles: measured per-step times of a real engine, and interpolation over them.
 
-The simulated worker is only as good as its step-time model, so the model is
-data, not code: a CSV of measured points (prefill time by prompt tokens, decode
-step time by batch size and context) plus the engine limits the measurement was
-taken with. Two CSV dialects are read because the two shipped sources differ:
+The one step-time model of the project: the simulated worker's engine, the
+predictor, the planner, the replay and the profiler all read this ``Profile``.
+The model is data, not code: a CSV of measured points (prefill time by prompt
+tokens, decode step time by batch size and context) plus the engine limits the
+measurement was taken with. The shipped CSVs sit beside this module
+(``controlplane/profiles/*.csv``, see the README there). Two CSV dialects are read
+because the two shipped sources differ:
 
 * ``kind,batch_size,tokens_or_context,prefix_cached,latency_ms`` (aiconfigurator
   export: ``prefill``, ``prefill_with_prefix``, ``decode_step``);
@@ -39,6 +42,9 @@ log-spaced, so each segment is short relative to its position). Below the grid
 the first value is held (small steps are overhead-dominated); above it prefill
 follows the last segment's power law and decode continues the last segment
 linearly (decode cost grows ~linearly in batch x context).
+
+Routers ask one context for many batch sizes: ``decode_row`` (memoised per context)
+and ``decode_ms_many`` give the same numbers as ``decode_ms``, bit for bit.
 """
 
 from __future__ import annotations
@@ -47,11 +53,17 @@ import csv
 import math
 import statistics
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-PROFILES_DIR = Path(__file__).parent / "profiles"
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+PROFILES_DIR = Path(__file__).parent
+"""Where the shipped profiles live (package data, next to this module)."""
 
 
 def _interp_linear(xs: list[float], ys: list[float], x: float) -> float:
@@ -74,6 +86,36 @@ def _interp_power_above(xs: list[float], ys: list[float], x: float) -> float:
         return _interp_linear(xs, ys, x)
     slope = math.log(y1 / y0) / math.log(x1 / x0)
     return float(y1 * (x / x1) ** max(slope, 0.0))
+
+
+def _interp_linear_many(
+    xs: list[float], ys: list[float], x: npt.NDArray[Any]
+) -> npt.NDArray[np.float64]:
+    """``_interp_linear`` over an array of x, with the same arithmetic (bit for bit)."""
+    import numpy as np  # only the vectorised routing path needs it; the sim worker does not
+
+    if len(xs) == 1:
+        return np.full(x.shape, ys[0], np.float64)
+    xa, ya = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    i = np.clip(np.searchsorted(xa, x, "right"), 1, len(xs) - 1)
+    x0, x1, y0, y1 = xa[i - 1], xa[i], ya[i - 1], ya[i]
+    y = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    out: npt.NDArray[np.float64] = np.where(x <= xs[0], ys[0], np.where(y > 0.0, y, 0.0))
+    return out
+
+
+class _Limits(TypedDict, total=False):
+    """Engine limits a profile carries (the CSV header's integer keys)."""
+
+    kv_capacity_tokens: int
+    block_size: int
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    max_model_len: int
+
+
+_ROWS_KEPT = 1024
+"""Memoised decode rows per profile (one per distinct context asked)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +143,31 @@ class Profile:
     kv_load_base_ms: float = 0.0
     kv_load_ms_per_token: float = 0.0
     decode_scale: float = 1.0
+    _rows: dict[float, list[float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    """``decode_row`` memo: a routing decision asks many batches at one context."""
+
+    @classmethod
+    def from_points(
+        cls,
+        prefill: Iterable[tuple[float, float]],
+        decode: Iterable[tuple[float, float, float]],
+        *,
+        name: str = "custom",
+        model: str | None = None,
+        **limits: Unpack[_Limits],
+    ) -> Profile:
+        """A profile from measured points instead of CSV text: ``prefill`` = (prompt
+        tokens, ms), ``decode`` = (batch, context, ms), a grid that may be sparse;
+        ``limits`` are the engine limits (``kv_capacity_tokens=``, ``block_size=`` ...).
+        Cleaned as ``parse_profile`` cleans a CSV (sorted, made monotone)."""
+        pf = {float(t): float(ms) for t, ms in prefill}
+        dec: dict[float, dict[float, float]] = {}
+        for b, c, ms in decode:
+            dec.setdefault(float(b), {})[float(c)] = float(ms)
+        grids = _grids(pf, dec, name)
+        return cls(name=name, model=model or name, **grids, **limits)
 
     @property
     def has_pd_terms(self) -> bool:
@@ -157,6 +224,30 @@ class Profile:
             extras.append(max(with_prefix - no_prefix, 0.0))
         return _interp_linear([0.0, *prefixes], [0.0, *extras], prefix_tokens)
 
+    def decode_row(self, context_tokens: float) -> list[float]:
+        """Unscaled decode step time of every ``decode_batches`` entry at one context
+        (memoised); ``decode_ms`` is ``decode_scale`` x this row interpolated along batch."""
+        row = self._rows.get(context_tokens)
+        if row is None:
+            if len(self._rows) >= _ROWS_KEPT:
+                self._rows.clear()
+            row = self._rows[context_tokens] = [
+                _interp_linear(cs, lat, context_tokens)
+                for cs, lat in zip(self.decode_contexts, self.decode_latency_ms, strict=True)
+            ]
+        return row
+
+    def decode_ms_many(
+        self, batches: npt.NDArray[Any], context_tokens: float
+    ) -> npt.NDArray[np.float64]:
+        """``decode_ms`` for many batch sizes at one context (vectorised routing)."""
+        x = batches.astype("float64")
+        row = self.decode_row(context_tokens)
+        out: npt.NDArray[np.float64] = self.decode_scale * _interp_linear_many(
+            self.decode_batches, row, x
+        )
+        return out
+
     def decode_ms(self, batch_size: float, context_tokens: float) -> float:
         """One decode step for ``batch_size`` sequences at mean context ``context_tokens``."""
         bs = self.decode_batches
@@ -194,6 +285,34 @@ def _monotone_decode(contexts: list[list[float]], lat: list[list[float]]) -> lis
             for c, y in zip(contexts[i], rows[i], strict=True)
         ]
     return rows
+
+
+class _Grids(TypedDict):
+    prefill_tokens: list[float]
+    prefill_latency_ms: list[float]
+    decode_batches: list[float]
+    decode_contexts: list[list[float]]
+    decode_latency_ms: list[list[float]]
+
+
+def _grids(
+    prefill: dict[float, float], decode: dict[float, dict[float, float]], name: str
+) -> _Grids:
+    """Sorted, monotone interpolation grids from measured points (keyed by x)."""
+    if not prefill or not decode:
+        raise ValueError(f"profile {name}: needs both prefill and decode rows")
+    batches = sorted(decode)
+    contexts = [sorted(decode[b]) for b in batches]
+    latencies = _monotone_decode(
+        contexts, [[decode[b][c] for c in cs] for b, cs in zip(batches, contexts, strict=True)]
+    )
+    return _Grids(
+        prefill_tokens=sorted(prefill),
+        prefill_latency_ms=_running_max([prefill[k] for k in sorted(prefill)]),
+        decode_batches=batches,
+        decode_contexts=contexts,
+        decode_latency_ms=latencies,
+    )
 
 
 def fit_linear(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
@@ -270,13 +389,7 @@ def parse_profile(text: str, name: str = "custom") -> Profile:
             pd_rows[kind].append((x, lat))
         else:
             raise ValueError(f"profile {name}: unknown row kind {kind!r}")
-    if not prefill or not decode:
-        raise ValueError(f"profile {name}: needs both prefill and decode rows")
-    batches = sorted(decode)
-    contexts = [sorted(decode[b]) for b in batches]
-    latencies = _monotone_decode(
-        contexts, [[decode[b][c] for c in cs] for b, cs in zip(batches, contexts, strict=True)]
-    )
+    grids = _grids(prefill, decode, name)
     kwargs = {k: int(meta[k]) for k in _INT_KEYS if k in meta}
     terms: dict[str, float] = {}
     for kind, pts in pd_rows.items():
@@ -291,11 +404,7 @@ def parse_profile(text: str, name: str = "custom") -> Profile:
     return Profile(
         name=meta.get("name", name),
         model=meta.get("model", name),
-        prefill_tokens=sorted(prefill),
-        prefill_latency_ms=_running_max([prefill[k] for k in sorted(prefill)]),
-        decode_batches=batches,
-        decode_contexts=contexts,
-        decode_latency_ms=latencies,
+        **grids,
         prefix_grid={
             p: (sorted(rows), [rows[t] for t in sorted(rows)]) for p, rows in prefix_rows.items()
         },
@@ -309,12 +418,13 @@ def parse_profile(text: str, name: str = "custom") -> Profile:
 
 
 def available_profiles() -> list[str]:
-    """Names of the profiles shipped in ``workers/sim/profiles``."""
+    """Names of the profiles shipped in ``controlplane/profiles``."""
     return sorted(p.stem for p in PROFILES_DIR.glob("*.csv"))
 
 
-def load_profile(name_or_path: str | Path) -> Profile:
-    """Load a shipped profile by name (``cpu-tiny``, ``h100-llama3.1-8b``) or a CSV path."""
+def profile_path(name_or_path: str | Path) -> Path:
+    """The CSV of a shipped profile name (``cpu-tiny``, ``h100-llama3.1-8b``) or a path;
+    raises ValueError naming the shipped profiles when neither exists."""
     path = Path(name_or_path)
     if not path.is_file():
         path = PROFILES_DIR / f"{name_or_path}.csv"
@@ -322,4 +432,24 @@ def load_profile(name_or_path: str | Path) -> Profile:
         raise ValueError(
             f"unknown profile {name_or_path!r}; shipped: {', '.join(available_profiles())}"
         )
+    return path
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load a shipped profile by name (``cpu-tiny``, ``h100-llama3.1-8b``) or a CSV path."""
+    path = profile_path(name_or_path)
     return parse_profile(path.read_text(), name=path.stem)
+
+
+CPU_TINY_FIXTURE = Profile.from_points(
+    # = cpu-tiny-fixture.csv (shared/fixtures/vllm-0.32.0/profile.csv), held in code so the
+    # policy's default needs no file read; a test keeps the two equal
+    prefill=[(64, 12.72), (256, 23.87), (1024, 92.64), (2048, 226.36)],
+    decode=[
+        (1, 128, 2.45), (2, 128, 2.7), (4, 128, 3.72), (8, 128, 5.16),
+        (1, 1024, 3.5), (2, 1024, 4.95), (4, 1024, 7.36), (8, 1024, 11.32),
+    ],
+    name="cpu-tiny-fixture", model="tiny-llama", kv_capacity_tokens=131_072, block_size=128,
+    max_num_batched_tokens=2048, max_num_seqs=128, max_model_len=4096,
+)  # fmt: skip
+"""The predictor's default profile until a driver passes one (``--profile``)."""
