@@ -1,13 +1,10 @@
-"""The gateway's side of admission: feeds the pure policy (``policy/admission/``) from
-live state, and carries out what it says.
+"""The gateway's adapter to the request pipeline (``policy/pipeline.py``).
 
-Per request: route, price the queue on the chosen first worker, build the
-``AdmissionContext`` (who waits at which priority, the controller's admit fractions,
-saturation, the active higher-class targets, and, when the request is predicted late,
-this replica's unstarted requests on that worker), then admit, hold in the
-``WaitQueue`` until capacity frees or the deadline passes, displace an unstarted
-request in its favour, or refuse with a 429 and Retry-After. The replay driver does
-the same against its modelled workers; the rule itself lives only in the policy.
+Per request it asks the pipeline for a decision over the live ``ClusterState`` and
+carries it out: return the route, wait in the ``WaitQueue`` until capacity may have
+freed (the pipeline's hold deadline), cancel the upstream call of a displaced request,
+or raise the 429/503 the decision names. What to decide, and the bookkeeping of what is
+in flight, live in the pipeline and its ledger, shared with the replay driver.
 """
 
 from __future__ import annotations
@@ -17,18 +14,13 @@ import logging
 import time
 from collections.abc import Callable
 
-from controlplane.errors import RateLimited
+from controlplane.errors import NoCapacity, RateLimited
 from controlplane.gateway.cluster import ClusterState
+from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.serve import Outcome
 from controlplane.gateway.tenants import TenantDirectory
-from controlplane.gateway.unstarted import UnstartedRequests
 from controlplane.gateway.waitqueue import WaitQueue
-from controlplane.policy.admission import AdmissionContext, AdmissionPolicy
-from controlplane.policy.predictor import (
-    LatencyPredictor,
-    queue_ms_per_token,
-    queued_prompt_tokens,
-)
+from controlplane.policy.pipeline import ControlInputs, Decision, RequestPipeline
 from controlplane.policy.types import RouteDecision, RouteRequest
 
 log = logging.getLogger("slaplane.gateway")
@@ -37,96 +29,113 @@ log = logging.getLogger("slaplane.gateway")
 class AdmissionGate:
     def __init__(
         self,
-        policy: AdmissionPolicy,
+        pipeline: RequestPipeline,
         state: ClusterState,
-        predictor: LatencyPredictor,
         tenants: TenantDirectory,
-        route: Callable[[RouteRequest], RouteDecision],
+        metrics: GatewayMetrics,
+        clock: Callable[[], float] = time.time,
+        poll_s: float = 0.05,
     ) -> None:
-        self.policy = policy
+        self.pipeline = pipeline
+        self.ledger = pipeline.ledger
         self.state = state
-        self.predictor = predictor
         self.tenants = tenants
-        self.route = route
-        self.waiting_by_rank: dict[int, int] = {}
-        """Admitted requests not yet at their first token, per ``Priority.rank``."""
-        self.queued = 0
-        """Requests held in ``waitq`` now."""
-        self.waitq = WaitQueue()
+        self.metrics = metrics
+        self.clock = clock
+        self.waitq = WaitQueue(poll_s, clock)
         """Held requests, released best priority first when capacity may have freed."""
-        self.unstarted = UnstartedRequests()
-        """Sent, prefill not begun: what admission may displace (``unstarted.py``)."""
+        self._displaceable: dict[str, tuple[asyncio.Task[object], Outcome]] = {}
+        """Admitted requests whose first upstream byte has not come back: the handler task
+        to cancel if the pipeline displaces one (only this replica's own requests)."""
+        self.decisions: list[Decision] | None = None
+        """Every decision in order, when a caller sets a list here (differential test)."""
+
+    @property
+    def queued(self) -> int:
+        """Requests held now."""
+        return self.ledger.held_count
+
+    def _control(self) -> ControlInputs:
+        return ControlInputs(self.state.control.admit, self.tenants.priorities)
+
+    def arrive(self, rreq: RouteRequest) -> None:
+        self.pipeline.arrive(rreq, self.clock())
 
     async def admit(self, rreq: RouteRequest, out: Outcome) -> RouteDecision:
-        """The route to serve ``rreq`` on, once admitted; raises ``RateLimited`` (429)."""
-        deadline = None
-        ticket = (0, 0)
-        self.policy.active.observe(
-            rreq.tenant, rreq.priority.rank, rreq.ttft_target_ms, time.time()
-        )
+        """The route to serve ``rreq`` on, once admitted and dispatched in the ledger;
+        raises ``RateLimited`` (429) or ``NoCapacity`` (503). The caller must
+        ``release`` on every exit path."""
+        ticket: tuple[int, int] | None = None
+        pipeline = self.pipeline
         while True:
-            d = self.route(rreq)
-            first = d.prefill or d.decode
-            ctx = self._context(rreq, d, first, out, held=deadline is not None)
-            v = self.policy.decide(ctx, time.time())
+            now = self.clock()
+            view = self.state.view()
+            dec = pipeline.decide(rreq, view, now, self._control())
+            pipeline.apply(rreq, dec, now, view)
+            if self.decisions is not None and not (dec.held and ticket is not None):
+                self.decisions.append(dec)
+            d = dec.route
+            if d is None:
+                raise NoCapacity(
+                    f"No worker available for model `{rreq.model}`.", retry_after_s=1.0
+                )
+            self.count_fallbacks(d)
             out.predicted_ttft_ms = d.predicted_ttft_ms
-            if v.displace is not None:
-                self._displace(first, v.displace, ctx.drain_s)
-            if v.admitted:
-                out.drain_s = ctx.drain_s
-                if deadline is not None:
+            if dec.displace is not None:
+                self._displace(dec.displace, dec.drain_s)
+            if dec.admitted:
+                out.drain_s = dec.drain_s
+                if ticket is not None:
                     self.waitq.wake()  # pass the turn on: capacity may suffice for more
+                    if out.queued_s is not None:
+                        out.queue_ms = (time.perf_counter() - out.queued_s) * 1000
+                task: asyncio.Task[object] | None = asyncio.current_task()
+                if task is not None:
+                    self._displaceable[rreq.request_id] = (task, out)
                 return d
-            if v.queue:
-                now = time.time()
-                if deadline is None:
-                    deadline = self.policy.queue_deadline_s(rreq, now)
+            if dec.hold_until_s is not None:
+                if ticket is None:
                     ticket = self.waitq.ticket(rreq.priority.rank)
-                    self.queued += 1
                     out.queued_s = time.perf_counter()
-                if now < deadline:
-                    try:
-                        await self.waitq.wait(ticket, deadline - now)
-                    except asyncio.CancelledError:
-                        self.queued -= 1
-                        raise
-                    continue
-                v_reason, retry = "queue_timeout", 1.0
-            else:
-                v_reason, retry = v.reason, v.retry_after_s or 1.0
-            if deadline is not None:
-                self.queued -= 1
+                await self.waitq.wait(ticket, dec.hold_until_s)
+                continue
+            v = dec.verdict
             raise RateLimited(
-                f"Request not admitted ({v_reason}).", code=v_reason, retry_after_s=retry
+                f"Request not admitted ({v.reason}).",
+                code=v.reason,
+                retry_after_s=v.retry_after_s or 1.0,
             )
 
-    def _context(
-        self, rreq: RouteRequest, d: RouteDecision, first: str, out: Outcome, held: bool
-    ) -> AdmissionContext:
-        snap = self.state.workers[first]
-        now = time.time()
-        drain_s = self.predictor.drain_ms(snap, queued_prompt_tokens(snap, self.state.view()))
-        sat = 0.0
-        if self.policy.params.queue.max_size > 0:
-            pool = self.state.pools.get((rreq.model, snap.role), [])
-            sat = self.policy.detector.saturation((self.state.workers[w] for w in pool), now)
-        late = self.policy.may_displace(rreq, d.predicted_ttft_ms)
-        return AdmissionContext(
-            rreq, d.predicted_ttft_ms, drain_s / 1000, self.waiting_by_rank,
-            self.state.control.admit, self.tenants.priorities, sat,
-            0 if held else self.queued, self.policy.active.by_rank(now),
-            0.0 if out.queued_s is None else time.perf_counter() - out.queued_s,
-            d.cached_tokens, self.unstarted.queued(first, now) if late else (),
-            queue_ms_per_token(self.predictor, snap) if late else 0.0,
-        )  # fmt: skip
+    def reroute(self, rreq: RouteRequest, exclude: set[str]) -> RouteDecision:
+        """A retry's new route (admitted already), dispatched in the ledger."""
+        d = self.pipeline.reroute(rreq, self.state.view(), self.clock(), exclude)
+        if d is None:
+            raise NoCapacity(f"No worker available for model `{rreq.model}`.", retry_after_s=1.0)
+        self.count_fallbacks(d)
+        return d
 
-    def _displace(self, worker: str, request_id: str, drain_s: float) -> None:
-        retry = min(60.0, max(1.0, drain_s))
-        if self.unstarted.displace(worker, request_id, retry):
-            log.info("displaced", extra={"worker": worker, "request_id": request_id})
+    def count_fallbacks(self, d: RouteDecision) -> None:
+        for f in d.fallbacks:
+            self.metrics.fallbacks.labels(self.state.cluster, f).inc()
 
-    def dequeued(self, out: Outcome) -> None:
-        """An admitted request leaves the hold queue (if it was held) for service."""
-        if out.queued_s is not None:
-            self.queued -= 1
-            out.queue_ms = (time.perf_counter() - out.queued_s) * 1000
+    def started(self, request_id: str) -> None:
+        """First upstream byte: it runs, so it can no longer be displaced."""
+        self._displaceable.pop(request_id, None)
+        self.ledger.started(request_id)
+
+    def release(self, request_id: str) -> None:
+        """Every exit path of a request: idempotent."""
+        self._displaceable.pop(request_id, None)
+        self.ledger.finish(request_id)
+        self.waitq.wake()  # a finished or refused request may have freed capacity
+
+    def _displace(self, request_id: str, drain_s: float) -> None:
+        found = self._displaceable.pop(request_id, None)
+        if found is None:
+            return
+        task, out = found
+        if task.done():
+            return
+        out.displaced_retry_s = min(60.0, max(1.0, drain_s))
+        task.cancel()
+        log.info("displaced", extra={"request_id": request_id})

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +26,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from controlplane.errors import (
     ClientRejected,
     ModelNotFound,
-    NoCapacity,
     NotFound,
     PayloadTooLarge,
     RateLimited,
@@ -47,6 +47,8 @@ from controlplane.gateway.tenants import TenantDirectory
 from controlplane.gateway.upstream import AiohttpWorkerClient, UpstreamStream, WorkerClient
 from controlplane.policy.admission import AdmissionParams, AdmissionPolicy
 from controlplane.policy.admission.rate_limit import estimate_tokens
+from controlplane.policy.ledger import RequestLedger
+from controlplane.policy.pipeline import RequestPipeline
 from controlplane.policy.predictor import LatencyPredictor, ProfilePredictor
 from controlplane.policy.registry import RouterConfig, build_router
 from controlplane.policy.types import RouteDecision, RouteRequest
@@ -78,6 +80,7 @@ class Gateway:
         client: WorkerClient | None = None,
         registry: CollectorRegistry | None = None,
         predictor: LatencyPredictor | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.s = settings
         self.store = store
@@ -87,7 +90,12 @@ class Gateway:
             settings.connect_timeout_s, settings.first_byte_timeout_s, settings.request_timeout_s
         )
         self.breakers = CircuitBreakers(settings.breaker_failures, settings.breaker_cooldown_s)
-        self.state = ClusterState(settings.cluster, settings.stale_after_s, self.breakers)
+        self.ledger = RequestLedger()
+        self.state = ClusterState(
+            settings.cluster, settings.stale_after_s, self.breakers, self.ledger
+        )
+        self.clock = clock
+        """Wall clock of the request path (routing, admission); tests may pass their own."""
         self.predictor = predictor or ProfilePredictor()
         self.router = build_router(
             RouterConfig(policy=settings.policy, params=settings.policy_params), self.predictor
@@ -110,10 +118,14 @@ class Gateway:
         self._id_prefix = uuid.uuid4().hex[:12]
         """Request ids: a random per-process prefix and a counter (no urandom per request)."""
         self._ids = itertools.count()
-        self.gate = AdmissionGate(self.admission, self.state, self.predictor, self.tenants,
-                                  self._route)  # fmt: skip
+        self.pipeline = RequestPipeline(
+            self.router, self.admission, self.predictor, self.ledger,
+            admission_enabled=settings.admission,
+        )  # fmt: skip
+        self.gate = AdmissionGate(
+            self.pipeline, self.state, self.tenants, self.metrics, self.clock, settings.hold_poll_s
+        )
         self.waitq = self.gate.waitq
-        self.unstarted = self.gate.unstarted
         self.state.listener = self.waitq.wake
         self._overhead = self.metrics.overhead.labels(settings.cluster)
         self._inflight_gauge = self.metrics.inflight.labels(settings.cluster)
@@ -305,6 +317,7 @@ class Gateway:
                 out.request_id, tenant, pr.model, pr.prompt_tokens, pr.max_tokens, sla.priority,
                 sla.ttft_ms, sla.itl_ms, pr.block_hashes,
             )  # fmt: skip
+            self.gate.arrive(rreq)
             if sla.max_concurrency is not None or sla.rate_limit.rpm or sla.rate_limit.tpm:
                 hold = await self.limits.admit(
                     sla, tenant, estimate_tokens(pr.prompt_tokens, pr.max_tokens), out.request_id
@@ -319,16 +332,9 @@ class Gateway:
             self.judge.finish(out, t, "cancelled")
             raise
         finally:
+            self.gate.release(out.request_id)
             if hold is not None:
                 await self.limits.release(hold)
-
-    def _route(self, rreq: RouteRequest, exclude: set[str] | None = None) -> RouteDecision:
-        d = self.router.route(rreq, self.state.view(), time.time(), exclude or ())
-        if d is None:
-            raise NoCapacity(f"No worker available for model `{rreq.model}`.", retry_after_s=1.0)
-        for f in d.fallbacks:
-            self.metrics.fallbacks.labels(self.s.cluster, f).inc()
-        return d
 
     async def _serve(
         self,
@@ -339,11 +345,6 @@ class Gateway:
         t: Timings,
         out: Outcome,
     ) -> web.StreamResponse:
-        self.gate.dequeued(out)
-        rank = rreq.priority.rank
-        wbr = self.gate.waiting_by_rank
-        wbr[rank] = wbr.get(rank, 0) + 1
-        waiting = True
         self._inflight_gauge.inc()
         excluded: set[str] = set()
         up: UpstreamStream | None = None
@@ -351,8 +352,7 @@ class Gateway:
         try:
             for attempt in range(self.s.max_attempts):
                 if attempt:
-                    decision = self._route(rreq, excluded)
-                self.router.observe(rreq, decision, self.state.view(), time.time())
+                    decision = self.gate.reroute(rreq, excluded)
                 out.prefill_worker = decision.prefill or ""
                 out.decode_worker = decision.decode
                 try:
@@ -372,6 +372,7 @@ class Gateway:
                 except UpstreamError as e:
                     failed = e.worker or decision.decode
                     excluded.add(failed)
+                    out.drain_s = 0.0  # a retry's queue is unknown: not displaceable there
                     if self.breakers.failure(failed, time.time()):
                         self.metrics.breaker_open.labels(self.s.cluster, failed).set(1)
                         log.warning("circuit open", extra={"worker": failed, "err": e.message})
@@ -379,57 +380,25 @@ class Gateway:
                     if attempt + 1 >= self.s.max_attempts:
                         raise
             assert up is not None
-            wbr[rank] -= 1
-            waiting = False
+            self.gate.started(out.request_id)
             return await self._relay(request, pr, up, first_chunk, t, out)
         finally:
-            if waiting:
-                wbr[rank] -= 1
             self._inflight_gauge.dec()
-            self.waitq.wake()  # a finished request may have freed capacity
             if up is not None:
                 up.close()
-
-    def _track(self, worker: str, delta: int, tokens: int = 0) -> None:
-        st = self.state
-        st.inflight[worker] = st.inflight.get(worker, 0) + delta
-        if tokens:
-            st.pending_prefill_tokens[worker] = st.pending_prefill_tokens.get(worker, 0) + tokens
 
     async def _attempt(
         self, pr: ParsedRequest, rreq: RouteRequest, d: RouteDecision, out: Outcome, t: Timings
     ) -> tuple[UpstreamStream, bytes]:
-        """One try on one route, up to the first upstream byte (retryable until then)."""
+        """One try on one route (dispatched in the ledger), up to the first upstream byte
+        (retryable until then)."""
         body: dict[str, Any] | bytes = pr.raw or pr.body  # one hop: the client's bytes as-is
-        first_worker = d.prefill or d.decode
-        self.unstarted.add(first_worker, out, rreq.priority.rank,
-                           max(0, rreq.prompt_tokens - d.cached_tokens),
-                           time.time() + out.drain_s)  # fmt: skip
-        out.drain_s = 0.0  # a retry's queue is unknown: not displaceable there
-        try:
-            return await self._attempt_on(pr, rreq, d, out, t, body, first_worker)
-        finally:
-            self.unstarted.remove(first_worker, out.request_id)
-
-    async def _attempt_on(
-        self,
-        pr: ParsedRequest,
-        rreq: RouteRequest,
-        d: RouteDecision,
-        out: Outcome,
-        t: Timings,
-        body: dict[str, Any] | bytes,
-        first_worker: str,
-    ) -> tuple[UpstreamStream, bytes]:
         m = self.metrics
         if d.prefill is not None:
             m.route(pr.model, d.policy, "prefill", d.prefill).inc()
-            body = await self._prefill(pr, d.prefill, rreq.prompt_tokens)
-            self.unstarted.remove(first_worker, out.request_id)  # prefill done
+            body = await self._prefill(pr, d.prefill)
+            self.ledger.prefill_done(out.request_id)
         m.route(pr.model, d.policy, "decode" if d.prefill else "both", d.decode).inc()
-        tokens = 0 if d.prefill else rreq.prompt_tokens
-        self._track(d.decode, 1, tokens)
-        out.tracked.append((d.decode, tokens))
         try:
             t.upstream_s = time.perf_counter()  # a non-streamed response's generation start
             up = await self.client.open_stream(self.state.url(d.decode) + pr.path, body)
@@ -448,20 +417,9 @@ class Gateway:
             return up, first
         except UpstreamError as e:
             e.worker = e.worker or d.decode
-            self._untrack(out)
-            raise
-        except asyncio.CancelledError:  # client gone or displaced: nothing is in flight
-            self._untrack(out)
             raise
 
-    def _untrack(self, out: Outcome) -> None:
-        for w, tokens in out.tracked:
-            self._track(w, -1, -tokens)
-        out.tracked.clear()
-
-    async def _prefill(
-        self, pr: ParsedRequest, worker: str, prompt_tokens: int
-    ) -> dict[str, Any] | bytes:
+    async def _prefill(self, pr: ParsedRequest, worker: str) -> dict[str, Any] | bytes:
         """P/D step 1: prefill with max_tokens=1 and do_remote_decode; returns the decode body
         (the client's bytes with ``kv_transfer_params`` appended when that is safe, so the
         prompt is not serialised a second time on the TTFT path)."""
@@ -472,14 +430,11 @@ class Gateway:
         body["stream"] = False
         body.pop("stream_options", None)
         body["kv_transfer_params"] = {"do_remote_decode": True}
-        self._track(worker, 1, prompt_tokens)
         try:
             resp = await self.client.post_json(self.state.url(worker) + pr.path, body)
         except UpstreamError as e:
             e.worker = worker
             raise
-        finally:
-            self._track(worker, -1, -prompt_tokens)
         self.breakers.success(worker)
         params = resp.get("kv_transfer_params")
         raw = pr.raw.rstrip()
@@ -507,7 +462,6 @@ class Gateway:
                 async for c in it:
                     chunks.append(c)
             except Exception as exc:
-                self._untrack(out)
                 raise UpstreamError(
                     f"worker {out.decode_worker} failed: {exc!r}", retryable=False
                 ) from exc
@@ -516,7 +470,7 @@ class Gateway:
             await resp.prepare(request)
             await resp.write_eof()
             scan_json_response(t, raw, time.perf_counter())
-            self._untrack(out)
+            self.gate.release(out.request_id)
             self.judge.finish(out, t, "ok")
             return resp
         sresp = _SseResponse(
@@ -562,20 +516,15 @@ class Gateway:
                 except (ConnectionResetError, RuntimeError):
                     outcome = "cancelled"
         finally:
-            self._untrack(out)
+            self.gate.release(out.request_id)
             self.judge.finish(out, t, outcome)
         return sresp
 
     def _clear_pending(self, out: Outcome) -> None:
         """First token: the prompt is done, so it no longer counts as queued prefill
         (and a held request may now fit)."""
+        self.ledger.first_token(out.request_id)
         self.waitq.wake()
-        for i, (w, tokens) in enumerate(out.tracked):
-            if tokens:
-                self.state.pending_prefill_tokens[w] = (
-                    self.state.pending_prefill_tokens.get(w, 0) - tokens
-                )
-                out.tracked[i] = (w, 0)
 
     @staticmethod
     async def _safe_write(resp: web.StreamResponse, data: bytes) -> None:

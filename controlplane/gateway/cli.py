@@ -21,6 +21,10 @@ def main(
     policy_params: Annotated[
         str | None, typer.Option(help='JSON: {"<plugin type>": {param: value}}')
     ] = None,
+    admission: Annotated[
+        bool | None,
+        typer.Option(help="admission control; --no-admission admits every routable request"),
+    ] = None,
     admission_params: Annotated[str | None, typer.Option(help="JSON AdmissionParams")] = None,
     profile: Annotated[
         str | None, typer.Option(help="latency profile: shipped name or CSV path")
@@ -58,7 +62,8 @@ def main(
     s = build_settings(
         GatewaySettings,
         host=host, port=port, redis_url=redis_url, cluster=cluster, policy=policy,
-        policy_params=js(policy_params), admission_params=js(admission_params), profile=profile,
+        policy_params=js(policy_params), admission=admission,
+        admission_params=js(admission_params), profile=profile,
         prefill_url=prefill_url or None, decode_url=decode_url or None,
         worker_url=worker_url or None, model=model, trust_tenant_header=trust_tenant_header,
         require_key=require_key, max_attempts=max_attempts, log_level=log_level, log_json=log_json,

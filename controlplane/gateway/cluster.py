@@ -18,6 +18,7 @@ from dataclasses import replace
 from controlplane.gateway.breaker import CircuitBreakers
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.policy.control_fields import ControlState, parse_control
+from controlplane.policy.ledger import RequestLedger
 from controlplane.policy.types import STATIC_SOURCE, ClusterView, build_pools, pick_source
 from controlplane.schemas import WorkerSnapshot
 from controlplane.state.store import Store
@@ -36,7 +37,13 @@ class ClusterState:
     until then, so a request builds nothing.
     """
 
-    def __init__(self, cluster: str, stale_after_s: float, breakers: CircuitBreakers) -> None:
+    def __init__(
+        self,
+        cluster: str,
+        stale_after_s: float,
+        breakers: CircuitBreakers,
+        ledger: RequestLedger | None = None,
+    ) -> None:
         self.cluster = cluster
         self.stale_after_s = stale_after_s
         self.breakers = breakers
@@ -47,8 +54,8 @@ class ClusterState:
         self.model_names: frozenset[str] = frozenset()
         """Models with a pool: the per-request unknown-model check (no sorting)."""
         self.control = ControlState()
-        self.inflight: dict[str, int] = {}
-        self.pending_prefill_tokens: dict[str, int] = {}
+        self.ledger = ledger if ledger is not None else RequestLedger()
+        """The request pipeline's bookkeeping; the view shows its in-flight counters."""
         self.version = 0
         self._urls: dict[str, set[str]] = {}
         """URL → publisher ids in ``raw`` (and static ids) reporting on it."""
@@ -155,13 +162,21 @@ class ClusterState:
             route_weights=c.route_weights,
             draining=c.draining,
             unavailable=self.breakers.open,
-            inflight=self.inflight,
-            pending_prefill_tokens=self.pending_prefill_tokens,
+            inflight=self.ledger.inflight,
+            pending_prefill_tokens=self.ledger.pending_prefill_tokens,
             stale_after_s=self.stale_after_s,
             pools=self.pools,
             version=self.version,
         )
         return v
+
+    @property
+    def inflight(self) -> dict[str, int]:
+        return self.ledger.inflight
+
+    @property
+    def pending_prefill_tokens(self) -> dict[str, int]:
+        return self.ledger.pending_prefill_tokens
 
     def models(self) -> list[str]:
         return sorted({m for m, _ in self.pools})

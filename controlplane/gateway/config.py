@@ -15,7 +15,12 @@ class GatewaySettings(CommonSettings):
     policy: str = "sla"
     policy_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-plugin params (``registry.RouterConfig.params``), e.g. from a JSON flag."""
+    admission: bool = True
+    """False: admit every routable request (rate limits still apply); a no-control baseline
+    that replay's ``--no-admission`` models the same way."""
     admission_params: dict[str, Any] = Field(default_factory=dict)
+    hold_poll_s: float = Field(default=0.05, gt=0)
+    """Held requests recheck admission this often even when nothing woke them."""
     profile: str = ""
     """Latency profile for the predictor: a sim profile name (``cpu-tiny``) or CSV path."""
     trust_tenant_header: bool = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from controlplane.errors import RateLimited, SlaplaneError
 from controlplane.gateway.metrics import GatewayMetrics
@@ -33,8 +33,6 @@ class Outcome:
     decode_worker: str = ""
     queued_s: float | None = None
     queue_ms: float | None = None
-    tracked: list[tuple[str, int]] = field(default_factory=list)
-    """(worker, pending prompt tokens) the gateway counts as in flight for this request."""
     iterator: AsyncIterator[bytes] | None = None
     done: bool = False
     drain_s: float = 0.0

@@ -32,29 +32,23 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controlplane.policy.admission import (
-    AdmissionContext,
     AdmissionPolicy,
     LocalBuckets,
     LocalSlots,
-    QueuedRequest,
     bucket_specs,
     estimate_tokens,
 )
-from controlplane.policy.predictor import ProfilePredictor, queue_ms_per_token
+from controlplane.policy.pipeline import ControlInputs, Decision, RequestPipeline
+from controlplane.policy.predictor import ProfilePredictor
 from controlplane.policy.registry import RouterConfig, build_admission, build_router
 from controlplane.policy.routers.router import Router
-from controlplane.policy.types import (
-    ClusterView,
-    RouteDecision,
-    RouteRequest,
-    Verdict,
-    build_pools,
-)
+from controlplane.policy.types import ClusterView, RouteDecision, RouteRequest, build_pools
+from controlplane.profiles import Profile
 from controlplane.replay.accounting import FAILED, OK, REJECTED, Outcome
 from controlplane.replay.cluster import ClusterShape, Slot
 from controlplane.replay.traces import Trace, TraceRequest
-from controlplane.schemas import Priority, RequestRecord, Role, TenantSLA, WorkerSnapshot
-from workers.sim import EngineConfig, FinishedRequest, Profile, SimRequest, StepResult
+from controlplane.schemas import RequestRecord, Role, TenantSLA, WorkerSnapshot
+from workers.sim import EngineConfig, FinishedRequest, SimRequest, StepResult
 
 _WAKE, _DONE, _TICK, _HOLD = 0, 1, 2, 3
 
@@ -167,26 +161,31 @@ class ReplayDriver:
         )
         self.predictor = predictor
         self.admission: AdmissionPolicy = build_admission(cfg.admission_params)
-        self.priorities: dict[str, Priority] = {t: s.priority for t, s in slas.items()}
+        self.pipeline = RequestPipeline(
+            self.router, self.admission, predictor, admission_enabled=cfg.admission
+        )
+        self.ledger = self.pipeline.ledger
+        self.control_inputs = ControlInputs(
+            tenant_priorities={t: s.priority for t, s in slas.items()}
+        )
+        self.decisions: list[Decision] | None = None
+        """Every admission decision in order, when a caller sets a list here (tests)."""
         self.buckets = LocalBuckets()
         self.slots_conc = LocalSlots()
         self.slots: dict[str, Slot] = {}
         self.retired: list[Slot] = []
         self.snapshots: dict[str, WorkerSnapshot] = {}
-        self.inflight: dict[str, int] = {}
-        self.pending_tokens: dict[str, int] = {}
         self.view = ClusterView(
             workers=self.snapshots,
-            inflight=self.inflight,
-            pending_prefill_tokens=self.pending_tokens,
+            inflight=self.ledger.inflight,
+            pending_prefill_tokens=self.ledger.pending_prefill_tokens,
             stale_after_s=max(2.0, 4 * cfg.publish_interval_s),
         )
         self.live: dict[str, _Live] = {}
-        self.held: list[tuple[int, int, float, _Live]] = []
-        """Requests in the admission queue: heap of (-rank, seq, deadline_s, request)."""
-        self._held_seq = 0
-        self.waiting_by_rank: dict[int, int] = {}
-        self.admit_fractions: Mapping[str, float] = {}
+        """Requests dispatched to an engine."""
+        self.held: dict[str, _Live] = {}
+        self._displaced = False
+        """Requests in the admission queue (their order is the ledger's)."""
         self.records: list[RequestRecord] = []
         self.heap: list[tuple[float, int, int, Any]] = []
         self._seq = 0
@@ -286,17 +285,13 @@ class ReplayDriver:
 
     # ---- request lifecycle ----
     def _first_token(self, lv: _Live) -> None:
-        self.waiting_by_rank[lv.rank] = self.waiting_by_rank.get(lv.rank, 0) - 1
-        d = lv.decision
-        if d is not None and d.prefill is None:
-            self.pending_tokens[d.decode] = self.pending_tokens.get(d.decode, 0) - lv.uncached
+        self.ledger.first_token(lv.req.request_id)
 
     def _handoff(self, lv: _Live, pslot: Slot, fin: FinishedRequest, now_s: float) -> None:
         """Prefill done: the decode worker pulls the KV and continues the request."""
         d = lv.decision
         assert d is not None
-        self.inflight[pslot.id] = self.inflight.get(pslot.id, 0) - 1
-        self.pending_tokens[pslot.id] = self.pending_tokens.get(pslot.id, 0) - lv.uncached
+        self.ledger.prefill_done(lv.req.request_id)
         lv.outcome.cached_tokens = fin.cached_tokens
         lv.outcome.preemptions += fin.num_preemptions
         dslot = self.slots.get(d.decode)
@@ -319,12 +314,12 @@ class ReplayDriver:
 
     def _complete(self, lv: _Live, slot: Slot, fin: FinishedRequest) -> None:
         o = lv.outcome
-        self.inflight[slot.id] = self.inflight.get(slot.id, 0) - 1
+        self.ledger.finish(fin.request_id)
         del self.live[fin.request_id]
         self.slots_conc.release(o.tenant, fin.request_id)
         o.status = OK
         o.ttft_s = None if fin.first_token_s is None else fin.first_token_s - o.arrival_s
-        o.tpot_s = fin.tpot_s if fin.tpot_s is not None else (0.0 if o.ttft_s is not None else None)
+        o.tpot_s = fin.tpot_s
         o.e2e_s = fin.finish_s - o.arrival_s
         o.met = lv.sla.judge(
             None if o.ttft_s is None else o.ttft_s * 1000.0,
@@ -341,6 +336,7 @@ class ReplayDriver:
     def _fail(self, lv: _Live, reason: str, worker: str = "") -> None:
         o = lv.outcome
         self.live.pop(str(o.index), None)
+        self.ledger.finish(str(o.index))
         self.slots_conc.release(o.tenant, str(o.index))
         o.status, o.reason = FAILED, reason
         self._record(lv, "error")
@@ -378,8 +374,24 @@ class ReplayDriver:
         for wid, slot in self.slots.items():
             self.snapshots[wid] = slot.snapshot(cl, model, now_s)
         self._next_refresh_s = now_s + self.cfg.publish_interval_s
+        self.telemetry_changed(now_s)
+
+    def telemetry_changed(self, now_s: float) -> None:
+        """New telemetry: held requests are re-judged, as the gateway's listener wakes them."""
+        if self.held:
+            self._rejudge(now_s)
 
     def _arrive(self, tr: TraceRequest, tenant: str, now_s: float) -> Outcome:
+        o = self._arrive_one(tr, tenant, now_s)
+        rid = str(tr.index)
+        gone = rid not in self.live and rid not in self.held
+        if self.held and (gone or self._displaced):
+            # a refused request's (or a displaced one's) exit wakes the queue, as live
+            self._displaced = False
+            self._rejudge(now_s)
+        return o
+
+    def _arrive_one(self, tr: TraceRequest, tenant: str, now_s: float) -> Outcome:
         sla = self.slas[tenant]
         o = Outcome(tr.index, tenant, tr.arrival_s, tr.prompt_tokens, tr.output_tokens)
         rid = str(tr.index)
@@ -395,7 +407,7 @@ class ReplayDriver:
             block_hashes=tr.hash_ids,
         )
         lv = _Live(tr, o, sla, req)
-        self.admission.active.observe(tenant, lv.rank, sla.ttft_ms, now_s)
+        self.pipeline.arrive(req, now_s)
         prof = self.cfg.profile
         total = tr.prompt_tokens + tr.output_tokens
         if total > (self.cfg.engine.max_model_len or prof.max_model_len) or total > (
@@ -413,43 +425,33 @@ class ReplayDriver:
         return o
 
     def _place(self, lv: _Live, now_s: float, held: bool) -> bool:
-        """Route, judge and dispatch one request; False = it stays (or goes) in the
-        admission queue. ``held``: it is already there (re-judged on a release)."""
+        """Judge one request and carry out the pipeline's answer; False = it stays (or
+        goes) in the admission queue. ``held``: it is already there (a release)."""
         req, o, tr = lv.req, lv.outcome, lv.trace
         tenant, rid = req.tenant, req.request_id
-        d = self.router.route(req, self.view, now_s)
-        if d is None:
+        dec = self.pipeline.admit(req, self.view, now_s, self.control_inputs)
+        if self.decisions is not None and not (dec.held and held):
+            self.decisions.append(dec)  # as the gateway logs: a re-hold is no new decision
+        if dec.displace is not None:
+            self._withdraw(dec.displace, now_s)
+        if dec.held:
+            if not held:
+                self.held[rid] = lv
+                assert dec.hold_until_s is not None
+                self._push(dec.hold_until_s, _HOLD, None)
+            return False
+        self.held.pop(rid, None)
+        lv.decision = dec.route
+        if not dec.admitted:
             self.slots_conc.release(tenant, rid)
-            o.status, o.reason = REJECTED, "no_worker"
+            o.status, o.reason = REJECTED, dec.verdict.reason
             self._record(lv, "rejected")
             return True
-        if self.cfg.admission:
-            waited = now_s - o.arrival_s if held else 0.0
-            v = self._admit(req, d, now_s, 0 if held else len(self.held), waited)
-            if not v.admitted and v.queue:
-                if not held:
-                    deadline = self.admission.queue_deadline_s(req, now_s)
-                    self._held_seq += 1
-                    heapq.heappush(self.held, (-lv.rank, self._held_seq, deadline, lv))
-                    self._push(deadline, _HOLD, None)
-                return False
-            if v.displace is not None:
-                self._withdraw(self.live[v.displace], now_s)
-            if not v.admitted:
-                self.slots_conc.release(tenant, rid)
-                o.status, o.reason = REJECTED, v.reason
-                lv.decision = d
-                self._record(lv, "rejected")
-                return True
-        self.router.observe(req, d, self.view, now_s)
-        lv.decision = d
+        d = dec.route
+        assert d is not None
         lv.uncached = max(0, tr.prompt_tokens - d.cached_tokens)
         self.live[rid] = lv
-        self.waiting_by_rank[lv.rank] = self.waiting_by_rank.get(lv.rank, 0) + 1
         first = d.prefill if d.prefill is not None else d.decode
-        self.pending_tokens[first] = self.pending_tokens.get(first, 0) + lv.uncached
-        for w in d.workers():
-            self.inflight[w] = self.inflight.get(w, 0) + 1
         slot = self.slots[first]
         lv.on = first
         slot.engine.add_request(
@@ -465,18 +467,17 @@ class ReplayDriver:
         self._kick(slot, now_s)
         return True
 
-    def _withdraw(self, vl: _Live, now_s: float) -> None:
-        """Take an unstarted request back from its worker and refuse it (displaced)."""
-        rid = vl.req.request_id
-        first = vl.on
-        self.slots[first].engine.abort(rid, now_s)
-        del self.live[rid]
-        self.waiting_by_rank[vl.rank] = self.waiting_by_rank.get(vl.rank, 0) - 1
-        self.pending_tokens[first] = self.pending_tokens.get(first, 0) - vl.uncached
-        assert vl.decision is not None
-        for w in vl.decision.workers():
-            self.inflight[w] = self.inflight.get(w, 0) - 1
+    def _withdraw(self, rid: str, now_s: float) -> None:
+        """Take a displaced request back from its worker and refuse it (the pipeline has
+        released its bookkeeping already)."""
+        vl = self.live.pop(rid, None)
+        if vl is None:
+            return
+        slot = self.slots.get(vl.on)
+        if slot is not None:
+            slot.engine.abort(rid, now_s)
         self.slots_conc.release(vl.req.tenant, rid)
+        self._displaced = True
         vl.outcome.status, vl.outcome.reason = REJECTED, "displaced"
         self._record(vl, "rejected")
 
@@ -486,16 +487,20 @@ class ReplayDriver:
         if not self.held:
             return
         self._refresh(now_s)
-        if any(dl <= now_s for _, _, dl, _ in self.held):
-            for item in [h for h in self.held if h[2] <= now_s]:
-                lv = item[3]
-                self.slots_conc.release(lv.req.tenant, lv.req.request_id)
-                lv.outcome.status, lv.outcome.reason = REJECTED, "queue_timeout"
-                self._record(lv, "rejected")
-            self.held = [h for h in self.held if h[2] > now_s]
-            heapq.heapify(self.held)
-        while self.held and self._place(self.held[0][3], now_s, held=True):
-            heapq.heappop(self.held)
+        for gone in self.ledger.expired(now_s):
+            lv = self.held.pop(gone)
+            self.ledger.finish(gone)
+            self.slots_conc.release(lv.req.tenant, gone)
+            lv.outcome.status, lv.outcome.reason = REJECTED, "queue_timeout"
+            self._record(lv, "rejected")
+        self._rejudge(now_s)
+
+    def _rejudge(self, now_s: float) -> None:
+        """Held requests, best first, until one still may not go (head of line)."""
+        while (best := self.ledger.best_held()) is not None and self._place(
+            self.held[best], now_s, held=True
+        ):
+            pass
 
     def _rate_ok(
         self, tenant: str, sla: TenantSLA, tr: TraceRequest, now_s: float, rid: str
@@ -510,39 +515,6 @@ class ReplayDriver:
             return self.slots_conc.acquire(tenant, rid, sla.max_concurrency)
         return True
 
-    def _admit(
-        self, req: RouteRequest, d: RouteDecision, now_s: float, held: int, waited_s: float
-    ) -> Verdict:
-        """``held``: requests in the admission queue ahead of this one (0 on a release);
-        ``waited_s``: how long this one has been held."""
-        first = d.prefill if d.prefill is not None else d.decode
-        snap = self.snapshots[first]
-        tokens = max(snap.waiting_tokens or 0, self.pending_tokens.get(first, 0))
-        late = self.admission.may_displace(req, d.predicted_ttft_ms)
-        ctx = AdmissionContext(
-            req=req,
-            predicted_ttft_ms=d.predicted_ttft_ms,
-            drain_s=self.predictor.drain_ms(snap, tokens) / 1000.0,
-            waiting_by_rank=self.waiting_by_rank,
-            admit_fractions=self.admit_fractions,
-            tenant_priorities=self.priorities,
-            active_ttft_targets_ms_by_rank=self.admission.active.by_rank(now_s),
-            queued=held,
-            waited_s=waited_s,
-            cached_tokens=d.cached_tokens,
-            queued_ahead=self._queued_ahead(first) if late else (),
-            queue_ms_per_token=queue_ms_per_token(self.predictor, snap) if late else 0.0,
-        )
-        return self.admission.decide(ctx, now_s)
-
-    def _queued_ahead(self, worker: str) -> list[QueuedRequest]:
-        out = []
-        for rid in self.slots[worker].engine.unstarted():
-            lv = self.live.get(rid)
-            if lv is not None:
-                out.append(QueuedRequest(rid, lv.rank, lv.uncached))
-        return out
-
     # ---- control ----
     def _tick(self, now_s: float) -> None:
         assert self.control is not None
@@ -551,7 +523,7 @@ class ReplayDriver:
         out = self.control.tick(now_s, dict(self.snapshots), self.records, self.replicas())
         self.records = []
         self.view.route_weights = dict(out.route_weights)
-        self.admit_fractions = dict(out.admit)
+        self.control_inputs.admit_fractions = dict(out.admit)
         self.view.draining = frozenset(w for w in out.draining if w in self.slots)
         if out.desired is not None:
             self._scale(out.desired, out.remove, now_s)

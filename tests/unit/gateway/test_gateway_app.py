@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from controlplane.gateway.testing import GatewayHandle, running_gateway
+from controlplane.gateway.testing import GatewayHandle, running_gateway, until
 from controlplane.schemas import RateLimit, TenantSLA, WorkerSnapshot
 from controlplane.state import open_store
 from controlplane.state.memory import MemoryStore
@@ -411,8 +411,8 @@ async def test_protected_batch_is_held_until_the_queue_drains() -> None:
         assert (await _post(gw, body, {"X-Tenant-ID": "gold"}))[0] == 200
         g.state.apply(_queue_snapshot(w.url, 2_000_000))
         bulk = asyncio.create_task(_post(gw, body, {"X-Tenant-ID": "bulk"}))
-        await asyncio.sleep(0.3)
-        assert g.gate.queued == 1 and not bulk.done()
+        await until(lambda: g.gate.queued == 1, what="bulk held")
+        assert not bulk.done()
         g.state.apply(_queue_snapshot(w.url, 0))  # drained: the listener wakes the queue
         status, _, _ = await asyncio.wait_for(bulk, 5.0)
         assert status == 200 and g.gate.queued == 0
@@ -457,14 +457,16 @@ async def test_late_newcomer_displaces_a_larger_unstarted_request() -> None:
         )
         big = {"model": "tiny-llama", "prompt": "hello " * 1000, "max_tokens": 2}
         victim = asyncio.create_task(_post(gw, big, {"X-Tenant-ID": "loose"}))
-        await asyncio.sleep(0.3)
-        assert len(g.unstarted) == 1 and not victim.done()
+        await until(lambda: g.ledger.unstarted_count() == 1 or victim.done(), what="dispatch")
+        assert not victim.done(), victim.result()
+        assert not victim.done()
         status, raw, _ = await _post(gw, small, {"X-Tenant-ID": "tight"})
         assert status == 200, raw
         vstatus, vraw, vheaders = await asyncio.wait_for(victim, 5.0)
         assert vstatus == 429 and json.loads(vraw)["error"]["code"] == "displaced"
         assert int(vheaders["Retry-After"]) >= 1
-        assert len(g.unstarted) == 0 and g.state.pending_prefill_tokens.get("agent-w", 0) <= 0
+        assert g.ledger.unstarted_count() == 0 and len(g.ledger) == 0
+        assert g.state.pending_prefill_tokens.get("agent-w", 0) == 0
         labels = {"cluster": "default", "model": "tiny-llama", "tenant": "loose",
                   "reason": "displaced"}  # fmt: skip
         assert g.registry.get_sample_value("slaplane_admission_rejections_total", labels) == 1

@@ -351,7 +351,7 @@ def test_replay_local_prefill_adds_capacity_and_balances_its_books() -> None:
     att_pred = sum(o.met for o in pred) / len(pred)
     assert att_never < 0.5 < 0.9 < att_pred
     # every local prefill's pending tokens and in-flight count were given back
-    assert all(v == 0 for v in drv.pending_tokens.values())
-    assert all(v == 0 for v in drv.inflight.values())
+    assert all(v == 0 for v in drv.ledger.pending_prefill_tokens.values())
+    assert all(v == 0 for v in drv.ledger.inflight.values())
     # and the decode workers' TPOT stayed under the 50 ms target
     assert max(o.tpot_s or 0.0 for o in pred) * 1000 < 50
