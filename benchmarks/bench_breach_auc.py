@@ -18,7 +18,7 @@ it act, to show how the numbers read on a controlled cluster. Ticks in the first
 empty); the rest is scored per tenant and pooled, with scikit-learn's
 ``roc_auc_score`` and the Brier score (a probability, not only a ranking). The exported
 probability is calibrated online once enough windows are labelled
-(``policy/breach_calibration.py``); "AUC raw"/"Brier raw" score the model's value before
+(``policy/planner/breach_calibration.py``); "AUC raw"/"Brier raw" score the model's value before
 that (what the throttle and scaler act on).
 
     .venv/bin/python benchmarks/bench_breach_auc.py
@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from controlplane.policy.breach import BreachParams
 from controlplane.policy.control_fields import ControlState
-from controlplane.policy.planner_types import Effects
+from controlplane.policy.planner.breach import BreachParams
+from controlplane.policy.planner.types import Effects
 from controlplane.replay.accounting import Outcome
 from controlplane.replay.control import PlannerHook
 from controlplane.replay.driver import ControlOutput, ReplayConfig

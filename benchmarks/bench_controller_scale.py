@@ -27,11 +27,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from controlplane.policy.control_fields import ControlState
-from controlplane.policy.planner import ControlPlanner, ControlPolicyConfig
-from controlplane.policy.planner_types import TickInput
+from controlplane.policy.planner.control_planner import ControlPlanner, ControlPolicyConfig
+from controlplane.policy.planner.scale import EngineLimits
+from controlplane.policy.planner.scaler import Forecast
+from controlplane.policy.planner.types import TickInput
 from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.scale import EngineLimits
-from controlplane.policy.scaler import Forecast
 from controlplane.profiles import load_profile
 from controlplane.schemas import Priority, RequestRecord, TenantSLA, WorkerSnapshot
 

@@ -22,7 +22,7 @@ from typing import Any
 def run(size: int, n: int, ttft_ms: float, seed: int = 0) -> tuple[list[float], list[float], int]:
     from bench_routing import workload  # the sibling script (run as a script: on sys.path)
 
-    from controlplane.policy.registry import RouterConfig, build_router
+    from controlplane.policy.request.registry import RouterConfig, build_router
     from controlplane.policy.types import ClusterView, RouteRequest, build_pools
 
     rng = random.Random(seed)

@@ -31,8 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from controlplane.policy.accuracy import GOAL_AUC, GOAL_MEDIAN_APE_PCT, AccuracyReport, report
-from controlplane.policy.calibration import ResidualCalibrator, ttft_extra
+from controlplane.policy.planner.accuracy import (
+    GOAL_AUC,
+    GOAL_MEDIAN_APE_PCT,
+    AccuracyReport,
+    report,
+)
+from controlplane.policy.planner.calibration import ResidualCalibrator, ttft_extra
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controlplane.policy.load_predictors import (
+from controlplane.policy.planner.load_predictors import (
     LOAD_PREDICTORS,
     LoadPredictorParams,
     make_load_predictor,
 )
-from controlplane.policy.load_predictors.evaluate import score_one_step
+from controlplane.policy.planner.load_predictors.evaluate import score_one_step
 from controlplane.replay.traces import read_trace
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"

@@ -36,7 +36,7 @@ def workload(rng: random.Random, now_s: float) -> tuple[list[Any], Callable[[int
     block hashes sharing a system prompt, and a maker of worker ``i``'s snapshot (even =
     prefill, odd = decode, random load). Imports lazily: ``--compare-tree`` runs this
     file against another checkout's ``controlplane``."""
-    from controlplane.policy.prefix import block_hashes_from_text
+    from controlplane.policy.request.prefix import block_hashes_from_text
     from controlplane.schemas import WorkerSnapshot
 
     prompts = [("system prompt " * 40) + f"user {i} " * rng.randint(5, 200) for i in range(64)]
@@ -54,7 +54,7 @@ def workload(rng: random.Random, now_s: float) -> tuple[list[Any], Callable[[int
 
 
 def measure(n_decisions: int, churn: int) -> dict[str, list[float]]:
-    from controlplane.policy.registry import POLICIES, RouterConfig, build_router
+    from controlplane.policy.request.registry import POLICIES, RouterConfig, build_router
     from controlplane.policy.types import ClusterView, RouteRequest, build_pools
 
     versioned = "version" in ClusterView.__dataclass_fields__

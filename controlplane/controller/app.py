@@ -16,9 +16,9 @@ from controlplane.controller.leader import LeaderElector
 from controlplane.controller.loop import Controller
 from controlplane.controller.metrics import ControllerMetrics
 from controlplane.controller.settings import ControllerSettings, default_holder
-from controlplane.policy.planner import ControlPlanner, ControlPolicyConfig
+from controlplane.policy.planner.control_planner import ControlPlanner, ControlPolicyConfig
+from controlplane.policy.planner.scale import EngineLimits
 from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.scale import EngineLimits
 from controlplane.state import open_store
 from controlplane.state.store import Store, StoreUnavailable
 

@@ -23,8 +23,8 @@ from controlplane.controller.actuators.base import Actuator
 from controlplane.controller.leader import LeaderElector
 from controlplane.controller.metrics import ControllerMetrics
 from controlplane.policy.control_fields import changed_fields, encode_control, parse_control
-from controlplane.policy.planner import ControlPlanner
-from controlplane.policy.planner_types import Effects, ScaleDecision, TickInput
+from controlplane.policy.planner.control_planner import ControlPlanner
+from controlplane.policy.planner.types import Effects, ScaleDecision, TickInput
 from controlplane.schemas import RequestRecord
 from controlplane.state.store import Store, StoreUnavailable
 

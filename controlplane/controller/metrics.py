@@ -11,7 +11,7 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from controlplane.policy.planner_types import SLOS, Effects
+from controlplane.policy.planner.types import SLOS, Effects
 
 
 class ControllerMetrics:

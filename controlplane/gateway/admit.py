@@ -1,4 +1,4 @@
-"""The gateway's adapter to the request pipeline (``policy/pipeline.py``).
+"""The gateway's adapter to the request pipeline (``policy/request/pipeline.py``).
 
 Per request it asks the pipeline for a decision over the live ``ClusterState`` and
 carries it out: return the route, wait in the ``WaitQueue`` until capacity may have
@@ -20,7 +20,7 @@ from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.serve import Outcome
 from controlplane.gateway.tenants import TenantDirectory
 from controlplane.gateway.waitqueue import WaitQueue
-from controlplane.policy.pipeline import ControlInputs, Decision, RequestPipeline
+from controlplane.policy.request.pipeline import ControlInputs, Decision, RequestPipeline
 from controlplane.policy.types import RouteDecision, RouteRequest
 
 log = logging.getLogger("slaplane.gateway")

@@ -45,12 +45,12 @@ from controlplane.gateway.relay import SseScanner, Timings, error_event, scan_js
 from controlplane.gateway.serve import Outcome, RequestJudge
 from controlplane.gateway.tenants import TenantDirectory
 from controlplane.gateway.upstream import AiohttpWorkerClient, UpstreamStream, WorkerClient
-from controlplane.policy.admission import AdmissionParams, AdmissionPolicy
-from controlplane.policy.admission.rate_limit import estimate_tokens
-from controlplane.policy.ledger import RequestLedger
-from controlplane.policy.pipeline import RequestPipeline
 from controlplane.policy.predictor import LatencyPredictor, ProfilePredictor
-from controlplane.policy.registry import RouterConfig, build_router
+from controlplane.policy.request.admission import AdmissionParams, AdmissionPolicy
+from controlplane.policy.request.admission.rate_limit import estimate_tokens
+from controlplane.policy.request.ledger import RequestLedger
+from controlplane.policy.request.pipeline import RequestPipeline
+from controlplane.policy.request.registry import RouterConfig, build_router
 from controlplane.policy.types import RouteDecision, RouteRequest
 from controlplane.schemas import DEFAULT_TENANT
 from controlplane.state.store import Store

@@ -18,7 +18,7 @@ from dataclasses import replace
 from controlplane.gateway.breaker import CircuitBreakers
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.policy.control_fields import ControlState, parse_control
-from controlplane.policy.ledger import RequestLedger
+from controlplane.policy.request.ledger import RequestLedger
 from controlplane.policy.types import STATIC_SOURCE, ClusterView, build_pools, pick_source
 from controlplane.schemas import WorkerSnapshot
 from controlplane.state.store import Store

@@ -20,8 +20,8 @@ from typing import Any
 
 from controlplane.errors import RateLimited
 from controlplane.gateway.metrics import GatewayMetrics
-from controlplane.policy.admission import LocalBuckets, LocalSlots, bucket_specs
-from controlplane.policy.admission.rate_limit import BucketSpec, RateLimitParams
+from controlplane.policy.request.admission import LocalBuckets, LocalSlots, bucket_specs
+from controlplane.policy.request.admission.rate_limit import BucketSpec, RateLimitParams
 from controlplane.schemas import TenantSLA
 from controlplane.state import keys
 from controlplane.state.store import Store

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.errors import InvalidJSON, ValidationFailed
-from controlplane.policy.prefix import (
+from controlplane.policy.request.prefix import (
     CHARS_PER_TOKEN,
     block_hashes_from_text,
     block_hashes_from_tokens,

@@ -1,6 +1,6 @@
 """Recommendations from a measured profile for TTFT/ITL targets.
 
-Uses the planner's own replica arithmetic (``controlplane.policy.scale``: M/D/1
+Uses the planner's own replica arithmetic (``controlplane.policy.planner.scale``: M/D/1
 prefill utilisation within the TTFT target, largest decode batch within the ITL
 target), so what ``slaplane profile`` recommends is what the controller would plan.
 """
@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.policy.scale import EngineLimits, decode_need, prefill_need
+from controlplane.policy.planner.scale import EngineLimits, decode_need, prefill_need
 from controlplane.profiles import Profile
 
 

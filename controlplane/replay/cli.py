@@ -175,7 +175,7 @@ def main(
 def _router_params(raw: str | None, local_prefill: str | None) -> dict[str, dict[str, Any]]:
     """``--router-params`` JSON with ``--local-prefill`` folded in, validated against the
     registry for one policy (params are per plugin type, so any policy will do)."""
-    from controlplane.policy.registry import RouterConfig, validate_router_config
+    from controlplane.policy.request.registry import RouterConfig, validate_router_config
 
     params: dict[str, dict[str, Any]] = {}
     if raw:
@@ -193,7 +193,7 @@ def _admission_params(raw: str | None) -> dict[str, Any]:
     """``--admission-params`` JSON, validated by the same model the gateway uses."""
     from pydantic import ValidationError
 
-    from controlplane.policy.admission import AdmissionParams
+    from controlplane.policy.request.admission import AdmissionParams
 
     if not raw:
         return {}

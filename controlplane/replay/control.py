@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controlplane.policy.control_fields import ControlState
-from controlplane.policy.outlook import resolve_local_prefill
-from controlplane.policy.planner import ControlPlanner, ControlPolicyConfig
-from controlplane.policy.planner_types import Effects, TickInput
+from controlplane.policy.planner.control_planner import ControlPlanner, ControlPolicyConfig
+from controlplane.policy.planner.outlook import resolve_local_prefill
+from controlplane.policy.planner.scale import EngineLimits
+from controlplane.policy.planner.types import Effects, TickInput
 from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.scale import EngineLimits
 from controlplane.replay.driver import ControlHook, ControlOutput, ReplayConfig
 from controlplane.schemas import RequestRecord, TenantSLA, WorkerSnapshot
 

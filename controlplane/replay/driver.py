@@ -2,7 +2,7 @@
 
 Events are trace arrivals (a sorted list, merged with the heap), engine wake-ups
 and step completions, and control ticks. At each arrival the driver does what the
-gateway does, with the same objects built from ``controlplane.policy.registry``:
+gateway does, with the same objects built from ``controlplane.policy.request.registry``:
 rate limits → route (the policy's ``Router`` over a ``ClusterView`` of published
 snapshots plus the driver's own in-flight counters) → admission (admit fraction,
 predictive early rejection) → dispatch. In P/D the prefill worker gets the prompt
@@ -31,17 +31,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controlplane.policy.admission import (
+from controlplane.policy.predictor import ProfilePredictor
+from controlplane.policy.request.admission import (
     AdmissionPolicy,
     LocalBuckets,
     LocalSlots,
     bucket_specs,
     estimate_tokens,
 )
-from controlplane.policy.pipeline import ControlInputs, Decision, RequestPipeline
-from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.registry import RouterConfig, build_admission, build_router
-from controlplane.policy.routers.router import Router
+from controlplane.policy.request.pipeline import ControlInputs, Decision, RequestPipeline
+from controlplane.policy.request.registry import RouterConfig, build_admission, build_router
+from controlplane.policy.request.routers.router import Router
 from controlplane.policy.types import ClusterView, RouteDecision, RouteRequest, build_pools
 from controlplane.profiles import Profile
 from controlplane.replay.accounting import FAILED, OK, REJECTED, Outcome

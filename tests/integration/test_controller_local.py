@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from controlplane.controller.actuators.local import LocalActuator, LocalParams
-from controlplane.policy.planner_types import ScaleDecision
+from controlplane.policy.planner.types import ScaleDecision
 from controlplane.state import open_store
 
 C = "ctl-local"

@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 
 from controlplane.gateway.testing import running_gateway, until
-from controlplane.policy.pipeline import Decision
 from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.prefix import block_hashes_from_tokens
+from controlplane.policy.request.pipeline import Decision
+from controlplane.policy.request.prefix import block_hashes_from_tokens
 from controlplane.policy.types import build_pools
 from controlplane.profiles import load_profile
 from controlplane.replay.cluster import ClusterShape

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Mapping
 
 from controlplane.controller.actuators.base import ActuationResult
-from controlplane.policy.planner_types import ScaleDecision
+from controlplane.policy.planner.types import ScaleDecision
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import IO
 from pydantic import BaseModel, ConfigDict, Field
 
 from controlplane.controller.actuators.base import ActuationResult
-from controlplane.policy.planner_types import ScaleDecision
+from controlplane.policy.planner.types import ScaleDecision
 
 log = logging.getLogger(__name__)
 

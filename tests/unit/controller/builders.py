@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.policy.planner import ControlPlanner, ControlPolicyConfig
+from controlplane.policy.planner.control_planner import ControlPlanner, ControlPolicyConfig
+from controlplane.policy.planner.scale import EngineLimits
 from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.scale import EngineLimits
 from controlplane.profiles import CPU_TINY_FIXTURE
 from controlplane.schemas import Priority, RequestRecord, TenantSLA, WorkerSnapshot
 

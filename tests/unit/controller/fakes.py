@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controlplane.controller.actuators.base import ActuationResult
-from controlplane.policy.planner_types import ScaleDecision
+from controlplane.policy.planner.types import ScaleDecision
 from controlplane.state.memory import MemoryStore
 from controlplane.state.store import StoreUnavailable
 

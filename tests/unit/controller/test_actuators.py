@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from controlplane.controller.actuators import make_actuator
 from controlplane.controller.actuators.local import LocalActuator, LocalParams
 from controlplane.controller.actuators.webhook import WebhookActuator, WebhookParams
-from controlplane.policy.planner_types import ScaleDecision
+from controlplane.policy.planner.types import ScaleDecision
 from tests.unit.controller.kube_emulator import ScaleApi
 
 DEC = ScaleDecision({"prefill": 3, "decode": 2}, {"prefill": 2, "decode": 2})

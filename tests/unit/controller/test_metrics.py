@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from controlplane.controller.metrics import ControllerMetrics
-from controlplane.policy.planner_types import Decision, Effects, ScaleDecision, TenantRisk
+from controlplane.policy.planner.types import Decision, Effects, ScaleDecision, TenantRisk
 
 
 def effects(tenants: list[str]) -> Effects:

@@ -336,7 +336,7 @@ async def test_batch_rejected_to_protect_active_premium_with_retry_after() -> No
     premium request, a batch request that would leave a queue premium cannot meet is
     refused (holding off: 429, Retry-After from the predicted drain), while premium is
     still served."""
-    from controlplane.policy.admission import AdmissionContext
+    from controlplane.policy.request.admission import AdmissionContext
     from controlplane.policy.types import Verdict
 
     store = await _protect_setup()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.policy.breach import (
+from controlplane.policy.planner.breach import (
     BreachParams,
     miss_probability,
     objective_breach_probability,
     tenant_risk,
 )
-from controlplane.policy.traffic import Outcome
+from controlplane.policy.planner.traffic import Outcome
 from controlplane.schemas import Priority
 from tests.unit.controller.builders import tenant
 

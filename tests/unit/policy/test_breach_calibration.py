@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 import pytest
 
-from controlplane.policy.breach_calibration import (
+from controlplane.policy.planner.breach_calibration import (
     BreachCalibrationParams,
     BreachCalibrator,
     record_met,
 )
-from controlplane.policy.planner_types import TenantRisk, TickInput
+from controlplane.policy.planner.types import TenantRisk, TickInput
 from controlplane.schemas import Priority, RequestRecord, TenantSLA
 from tests.unit.controller.builders import TENANTS, planner, pool
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from controlplane.policy.calibration import (
+from controlplane.policy.planner.calibration import (
     CalibratedPredictor,
     CalibrationParams,
     ResidualCalibrator,

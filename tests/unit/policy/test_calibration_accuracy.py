@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from controlplane.policy.accuracy import auc, median_abs_pct_error, report
+from controlplane.policy.planner.accuracy import auc, median_abs_pct_error, report
 
 
 def test_median_abs_pct_error_skips_unmeasured() -> None:

@@ -6,13 +6,13 @@ import math
 
 import pytest
 
-from controlplane.policy.load_predictors import (
+from controlplane.policy.planner.load_predictors import (
     LOAD_PREDICTORS,
     LoadPredictor,
     LoadPredictorParams,
     make_load_predictor,
 )
-from controlplane.policy.load_predictors.evaluate import score_one_step
+from controlplane.policy.planner.load_predictors.evaluate import score_one_step
 
 
 @pytest.mark.parametrize("name", sorted(LOAD_PREDICTORS))

@@ -12,18 +12,18 @@ from typing import Any
 
 import pytest
 
-from controlplane.policy.breach import BreachParams, tenant_risk
-from controlplane.policy.outlook import (
+from controlplane.policy.planner.breach import BreachParams, tenant_risk
+from controlplane.policy.planner.outlook import (
     PoolOutlook,
     local_prefill_outlook,
     local_spare,
     pool_outlook,
     resolve_local_prefill,
 )
-from controlplane.policy.planner_types import TickInput
+from controlplane.policy.planner.traffic import Shape
+from controlplane.policy.planner.types import TickInput
 from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.routers.local_prefill import LocalPrefillParams
-from controlplane.policy.traffic import Shape
+from controlplane.policy.request.routers.local_prefill import LocalPrefillParams
 from controlplane.profiles import CPU_TINY_FIXTURE
 from controlplane.schemas import Priority, TenantSLA, WorkerSnapshot
 from tests.unit.controller.builders import NOW_S, planner, record, tenant, worker

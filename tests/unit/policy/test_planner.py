@@ -12,9 +12,14 @@ import numpy as np
 import pytest
 
 from controlplane.policy.control_fields import ControlState
-from controlplane.policy.planner import ControlPlanner
-from controlplane.policy.planner_types import Effects, TickInput
-from controlplane.policy.scale import EngineLimits, apply_gpu_budget, decode_need, prefill_need
+from controlplane.policy.planner.control_planner import ControlPlanner
+from controlplane.policy.planner.scale import (
+    EngineLimits,
+    apply_gpu_budget,
+    decode_need,
+    prefill_need,
+)
+from controlplane.policy.planner.types import Effects, TickInput
 from controlplane.profiles import CPU_TINY_FIXTURE
 from controlplane.schemas import TenantSLA, WorkerSnapshot
 from tests.unit.controller.builders import TENANTS, planner, pool, record, worker
@@ -383,7 +388,7 @@ def test_budget_split_between_roles_is_held_for_the_rebalance_cooldown() -> None
     2P+2D, 3P+1D, ... every 5 s, each flip a worker not ready for 30 s). Now a move of
     GPUs between roles is held for ``rebalance_cooldown_s`` (in the scaler, where the
     budget clips the targets)."""
-    from controlplane.policy.planner_types import Decision
+    from controlplane.policy.planner.types import Decision
 
     cp = planner(scale={"gpu_budget": 4, "rebalance_cooldown_s": 120.0})
     even, tilted = {"prefill": 2, "decode": 2}, {"prefill": 3, "decode": 1}
@@ -403,8 +408,8 @@ def test_budget_split_between_roles_is_held_for_the_rebalance_cooldown() -> None
 
 def test_budget_split_hold_sets_the_role_targets() -> None:
     """Through ``_apply_budget``: a held split is what the roles' targets become."""
-    from controlplane.policy.planner_types import Decision
-    from controlplane.policy.scale_rules import RoleState
+    from controlplane.policy.planner.scale_rules import RoleState
+    from controlplane.policy.planner.types import Decision
 
     cp = planner(scale={"gpu_budget": 4, "rebalance_cooldown_s": 120.0})
     even, tilted = {"prefill": 2, "decode": 2}, {"prefill": 3, "decode": 1}

@@ -44,7 +44,7 @@ def test_policy_params_reject_inverted_thresholds_with_every_error() -> None:
     import pytest
     from pydantic import ValidationError
 
-    from controlplane.policy.planner import ControlPolicyConfig
+    from controlplane.policy.planner.control_planner import ControlPolicyConfig
 
     with pytest.raises(ValidationError) as exc:
         ControlPolicyConfig.model_validate(

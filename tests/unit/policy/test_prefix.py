@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from controlplane.policy.prefix import PrefixIndex, block_hashes_from_text, block_hashes_from_tokens
+from controlplane.policy.request.prefix import (
+    PrefixIndex,
+    block_hashes_from_text,
+    block_hashes_from_tokens,
+)
 
 
 def test_hashes_are_chained_and_stable() -> None:

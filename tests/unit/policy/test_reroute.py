@@ -3,7 +3,7 @@ fallback when a pool would be empty, deadband."""
 
 from __future__ import annotations
 
-from controlplane.policy.reroute import RerouteParams, WorkerSignal, route_weights
+from controlplane.policy.planner.reroute import RerouteParams, WorkerSignal, route_weights
 from tests.unit.controller.builders import NOW_S, pool, worker
 
 P = RerouteParams()

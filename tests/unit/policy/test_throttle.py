@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controlplane.policy.planner_types import TenantRisk
-from controlplane.policy.throttle import Throttle, ThrottleParams
+from controlplane.policy.planner.throttle import Throttle, ThrottleParams
+from controlplane.policy.planner.types import TenantRisk
 from controlplane.schemas import Priority
 from tests.unit.controller.builders import TENANTS, tenant
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from controlplane.policy.admission import AdmissionContext
+from controlplane.policy.request.admission import AdmissionContext
 from controlplane.policy.types import Verdict
 from controlplane.profiles import load_profile
 from controlplane.replay.accounting import FAILED, OK, REJECTED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.policy.admission import (
+from controlplane.policy.request.admission import (
     AdmissionContext,
     AdmissionParams,
     AdmissionPolicy,
@@ -13,8 +13,11 @@ from controlplane.policy.admission import (
     QueueParams,
     bucket_specs,
 )
-from controlplane.policy.admission.admit_fraction import AdmitFractionGate, effective_fraction
-from controlplane.policy.admission.saturation import UtilizationDetector
+from controlplane.policy.request.admission.admit_fraction import (
+    AdmitFractionGate,
+    effective_fraction,
+)
+from controlplane.policy.request.admission.saturation import UtilizationDetector
 from controlplane.schemas import Priority, RateLimit, TenantSLA
 
 from ..helpers import NOW_S, req, snap
@@ -107,8 +110,8 @@ def test_hopeless_only_with_a_queue_ahead() -> None:
 def test_shed_hopeless_off_serves_late() -> None:
     """The pre-goodput behaviour, kept as an option: with nobody more important
     waiting, a late request is served."""
-    from controlplane.policy.admission.policy import AdmissionParams
-    from controlplane.policy.admission.predictive import PredictiveParams
+    from controlplane.policy.request.admission.policy import AdmissionParams
+    from controlplane.policy.request.admission.predictive import PredictiveParams
 
     pol = AdmissionPolicy(AdmissionParams(predictive=PredictiveParams(shed_hopeless=False)))
     r = req(priority=S, ttft_target_ms=1000.0)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.policy.admission import (
+from controlplane.policy.request.admission import (
     AdmissionContext,
     AdmissionParams,
     AdmissionPolicy,
     DisplaceParams,
     QueuedRequest,
 )
-from controlplane.policy.admission.displace import pick_victim
+from controlplane.policy.request.admission.displace import pick_victim
 from controlplane.schemas import Priority
 
 from ..helpers import NOW_S, req
@@ -119,7 +119,7 @@ def test_params_switch(enabled: bool) -> None:
 
 
 def test_shedding_off_serves_late_and_displaces_nobody() -> None:
-    from controlplane.policy.admission.predictive import PredictiveParams
+    from controlplane.policy.request.admission.predictive import PredictiveParams
 
     pol = AdmissionPolicy(AdmissionParams(predictive=PredictiveParams(shed_hopeless=False)))
     for prio in (S, P):
@@ -130,7 +130,7 @@ def test_shedding_off_serves_late_and_displaces_nobody() -> None:
 def test_may_displace_follows_the_rejecters_late_limit() -> None:
     """Drivers gather candidates only when ``decide`` could use them: the same limit as
     the rejecter (target x slack_ratio), and never with displacement off."""
-    from controlplane.policy.admission.predictive import PredictiveParams
+    from controlplane.policy.request.admission.predictive import PredictiveParams
 
     r = req(priority=S, ttft_target_ms=2000.0)
     pol = AdmissionPolicy()

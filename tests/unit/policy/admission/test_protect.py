@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.policy.admission import (
+from controlplane.policy.request.admission import (
     AdmissionContext,
     AdmissionParams,
     AdmissionPolicy,
 )
-from controlplane.policy.admission.protect import ActiveTargets, PriorityProtector, ProtectParams
+from controlplane.policy.request.admission.protect import (
+    ActiveTargets,
+    PriorityProtector,
+    ProtectParams,
+)
 from controlplane.schemas import Priority
 
 from ..helpers import NOW_S, req

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.registry import POLICIES, RouterConfig, build_router
-from controlplane.policy.routers.base import Profile
-from controlplane.policy.routers.router import Router
+from controlplane.policy.request.registry import POLICIES, RouterConfig, build_router
+from controlplane.policy.request.routers.base import Profile
+from controlplane.policy.request.routers.router import Router
 from controlplane.policy.types import Candidates, ClusterView, RouteRequest, build_pools
 from controlplane.profiles import CPU_TINY_FIXTURE, load_profile
 from controlplane.profiles import Profile as LatencyProfile
@@ -188,8 +188,8 @@ def test_stale_worker_that_reports_again_is_back_in_the_next_version() -> None:
 @pytest.mark.parametrize(("n", "path"), [(64, "score_list"), (600, "score_columns")])
 def test_pool_size_selects_the_path(n: int, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 64-worker P/D cluster (32 per role) runs the list path, 600 workers numpy."""
-    from controlplane.policy.routers.sla import SlaTtftScorer
-    from controlplane.policy.routers.sla_itl import SlaItlScorer
+    from controlplane.policy.request.routers.sla import SlaTtftScorer
+    from controlplane.policy.request.routers.sla_itl import SlaItlScorer
 
     calls: list[str] = []
     for cls in (SlaTtftScorer, SlaItlScorer):
@@ -216,7 +216,7 @@ def test_pool_size_selects_the_path(n: int, path: str, monkeypatch: pytest.Monke
 @pytest.mark.parametrize("name", ["cpu-tiny-pd-measured", "h100-llama3.1-8b"])
 def test_decode_steps_equal_decode_ms(name: str) -> None:
     """The list path's per-batch segments give exactly ``Profile.decode_ms``."""
-    from controlplane.policy.routers.sla_itl import decode_steps
+    from controlplane.policy.request.routers.sla_itl import decode_steps
 
     prof = load_profile(name)
     steps = decode_steps(prof)

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from controlplane.policy.predictor import ProfilePredictor
-from controlplane.policy.registry import RouterConfig, build_router, validate_router_config
-from controlplane.policy.routers.local_prefill import LocalPrefill, LocalPrefillParams
-from controlplane.policy.routers.router import Router
+from controlplane.policy.request.registry import RouterConfig, build_router, validate_router_config
+from controlplane.policy.request.routers.local_prefill import LocalPrefill, LocalPrefillParams
+from controlplane.policy.request.routers.router import Router
 from controlplane.policy.types import ClusterView, RouteDecision, RouteRequest
 from workers.sim import load_profile
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.policy.registry import POLICIES, RouterConfig, build_router
+from controlplane.policy.request.registry import POLICIES, RouterConfig, build_router
 from controlplane.policy.types import ClusterView
 from controlplane.schemas import WorkerSnapshot
 
