@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from controlplane.state.store import BucketResult, Store, StoreUnavailable
+from controlplane.policy.request.admission.buckets import BucketResult
+from controlplane.state.store import Store, StoreUnavailable
 
 __all__ = ["BucketResult", "Store", "StoreUnavailable", "open_store"]
 

@@ -14,9 +14,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from controlplane.policy.request.admission import buckets
+from controlplane.policy.request.admission.buckets import BucketResult
 from controlplane.schemas import RequestRecord, TenantSLA, WorkerSnapshot
-from controlplane.state import buckets, keys
-from controlplane.state.store import BucketResult
+from controlplane.state import keys
 
 
 class _Stream:

@@ -20,11 +20,12 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from controlplane.policy.request.admission.buckets import BucketResult
 from controlplane.schemas import RequestRecord, TenantSLA, WorkerSnapshot
 from controlplane.state import keys
-from controlplane.state.store import BucketResult, StoreUnavailable
+from controlplane.state.store import StoreUnavailable
 
-# Transcription of controlplane.state.buckets.take (kept identical by a shared test).
+# Transcription of policy.request.admission.buckets.take (kept identical by a shared test).
 # The bucket and slot steps are Lua functions so the single-step scripts and the
 # gateway's one-round-trip admit script run the very same code.
 _BUCKET_FN = """

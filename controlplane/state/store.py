@@ -7,23 +7,14 @@ implementation does each in a single round trip (pipeline or Lua).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from controlplane.policy.request.admission.buckets import BucketResult
 from controlplane.schemas import RequestRecord, TenantSLA, WorkerSnapshot
 
 
 class StoreUnavailable(Exception):
     """The backing store cannot be reached; callers decide whether to fail open."""
-
-
-@dataclass(frozen=True, slots=True)
-class BucketResult:
-    """Outcome of a token-bucket take: allowed, or how long until it would be."""
-
-    allowed: bool
-    remaining: float
-    retry_after_s: float
 
 
 @runtime_checkable

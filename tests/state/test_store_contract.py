@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from controlplane.policy.request.admission import buckets
 from controlplane.schemas import Priority, RateLimit, RequestRecord, TenantSLA, WorkerSnapshot
-from controlplane.state import Store, buckets, open_store
+from controlplane.state import Store, open_store
 
 
 def snap(worker: str, seq: int = 1, **kw: Any) -> WorkerSnapshot:

@@ -2,7 +2,7 @@
 
 The live gateway executes ``bucket_specs`` atomically across replicas through
 ``Store.take_tokens`` (Lua in Redis); ``LocalBuckets`` applies the same arithmetic
-(``controlplane.state.buckets.take``) in-process when the store is unreachable
+(``buckets.take``) in-process when the store is unreachable
 (fail open to local limits) and in the replay driver.
 """
 
@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from controlplane.policy.request.admission.buckets import BucketResult, take
 from controlplane.schemas import TenantSLA
-from controlplane.state.buckets import take
-from controlplane.state.store import BucketResult
 
 
 class RateLimitParams(BaseModel):

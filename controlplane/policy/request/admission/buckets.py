@@ -1,12 +1,22 @@
-"""Token-bucket arithmetic shared by the in-memory store and the Redis Lua script.
+"""Token-bucket arithmetic: the rate-limit rule, owned by the policy.
 
-The Lua script in ``redis_store`` is a line-by-line transcription of ``take``;
-a test drives both with the same sequence to keep them identical.
+The stores only persist it: ``state/memory.py`` calls ``take``, and the Lua script in
+``state/redis_store.py`` is a line-by-line transcription of it (a test drives both with
+the same sequence to keep them identical). ``LocalBuckets`` runs it in-process.
 """
 
 from __future__ import annotations
 
-from controlplane.state.store import BucketResult
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BucketResult:
+    """Outcome of a token-bucket take: allowed, or how long until it would be."""
+
+    allowed: bool
+    remaining: float
+    retry_after_s: float
 
 
 def take(
