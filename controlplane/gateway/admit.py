@@ -44,9 +44,10 @@ class AdmissionGate:
         self.clock = clock
         self.waitq = WaitQueue(poll_s, clock)
         """Held requests, released best priority first when capacity may have freed."""
-        self._displaceable: dict[str, tuple[asyncio.Task[object], Outcome]] = {}
-        """Admitted requests whose first upstream byte has not come back: the handler task
-        to cancel if the pipeline displaces one (only this replica's own requests)."""
+        self._displaceable: dict[str, asyncio.Future[float]] = {}
+        """Admitted requests the pipeline may still displace (a queue was ahead of them
+        and their first upstream byte has not come back): the signal their dispatch
+        races, resolved with the Retry-After to answer (this replica's requests only)."""
         self.decisions: list[Decision] | None = None
         """Every decision in order, when a caller sets a list here (differential test)."""
 
@@ -89,9 +90,9 @@ class AdmissionGate:
                     self.waitq.wake()  # pass the turn on: capacity may suffice for more
                     if out.queued_s is not None:
                         out.queue_ms = (time.perf_counter() - out.queued_s) * 1000
-                task: asyncio.Task[object] | None = asyncio.current_task()
-                if task is not None:
-                    self._displaceable[rreq.request_id] = (task, out)
+                if dec.drain_s > 0.0:
+                    fut = asyncio.get_running_loop().create_future()
+                    self._displaceable[rreq.request_id] = fut
                 return d
             if dec.hold_until_s is not None:
                 if ticket is None:
@@ -106,8 +107,13 @@ class AdmissionGate:
                 retry_after_s=v.retry_after_s or 1.0,
             )
 
+    def displacement_signal(self, request_id: str) -> asyncio.Future[float] | None:
+        return self._displaceable.get(request_id)
+
     def reroute(self, rreq: RouteRequest, exclude: set[str]) -> RouteDecision:
-        """A retry's new route (admitted already), dispatched in the ledger."""
+        """A retry's new route (admitted already), dispatched in the ledger; its queue is
+        unknown, so it is not displaceable there."""
+        self._drop_signal(rreq.request_id)
         d = self.pipeline.reroute(rreq, self.state.view(), self.clock(), exclude)
         if d is None:
             raise NoCapacity(f"No worker available for model `{rreq.model}`.", retry_after_s=1.0)
@@ -120,22 +126,28 @@ class AdmissionGate:
 
     def started(self, request_id: str) -> None:
         """First upstream byte: it runs, so it can no longer be displaced."""
-        self._displaceable.pop(request_id, None)
+        self._drop_signal(request_id)
         self.ledger.started(request_id)
+
+    def first_token(self, request_id: str) -> None:
+        """The prompt is done: no longer queued prefill, and a held request may now fit."""
+        self.ledger.first_token(request_id)
+        self.waitq.wake()
 
     def release(self, request_id: str) -> None:
         """Every exit path of a request: idempotent."""
-        self._displaceable.pop(request_id, None)
+        self._drop_signal(request_id)
         self.ledger.finish(request_id)
         self.waitq.wake()  # a finished or refused request may have freed capacity
 
+    def _drop_signal(self, request_id: str) -> None:
+        fut = self._displaceable.pop(request_id, None)
+        if fut is not None and not fut.done():
+            fut.cancel()
+
     def _displace(self, request_id: str, drain_s: float) -> None:
-        found = self._displaceable.pop(request_id, None)
-        if found is None:
+        fut = self._displaceable.pop(request_id, None)
+        if fut is None or fut.done():
             return
-        task, out = found
-        if task.done():
-            return
-        out.displaced_retry_s = min(60.0, max(1.0, drain_s))
-        task.cancel()
+        fut.set_result(min(60.0, max(1.0, drain_s)))
         log.info("displaced", extra={"request_id": request_id})

@@ -1,4 +1,9 @@
-"""The gateway process: aiohttp app wiring auth → admission → routing → P/D relay.
+"""The gateway process: HTTP handlers and wiring, auth → admission → dispatch → relay.
+
+This module holds the edge (routes, auth, errors, health, metrics) and the per-request
+sequence; ``admit.py`` carries out the request pipeline's decision, ``dispatch.py``
+gets the first upstream byte (P/D handoff, retries, displacement), ``stream.py`` relays
+the response and ``serve.py`` judges it.
 
 Policy decisions come from the pure core (``controlplane.policy``) over the
 in-memory ``ClusterState``; the only store round trips on a request's path are
@@ -10,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import itertools
-import json
 import logging
 import time
 import uuid
@@ -28,21 +31,21 @@ from controlplane.errors import (
     ModelNotFound,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
     SlaplaneError,
     Unauthorized,
-    UpstreamError,
 )
 from controlplane.gateway.admit import AdmissionGate
 from controlplane.gateway.breaker import CircuitBreakers
 from controlplane.gateway.cluster import ClusterState, Follower
 from controlplane.gateway.config import GatewaySettings
+from controlplane.gateway.dispatch import Dispatcher
 from controlplane.gateway.limits import Limits
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.parse import ParsedRequest, parse_body
 from controlplane.gateway.recorder import RequestRecorder
-from controlplane.gateway.relay import SseScanner, Timings, error_event, scan_json_response
+from controlplane.gateway.relay import Timings
 from controlplane.gateway.serve import Outcome, RequestJudge
+from controlplane.gateway.stream import StreamRelay
 from controlplane.gateway.tenants import TenantDirectory
 from controlplane.gateway.upstream import AiohttpWorkerClient, UpstreamStream, WorkerClient
 from controlplane.policy.predictor import LatencyPredictor, ProfilePredictor
@@ -57,14 +60,6 @@ from controlplane.state.store import Store
 
 log = logging.getLogger("slaplane.gateway")
 _TENANT_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-
-
-class _SseResponse(web.StreamResponse):
-    """A stream whose headers go out with its first chunk (one write, one packet) instead
-    of on ``prepare``: the relay prepares only once the first upstream chunk is in hand,
-    so a separate header write would only add a syscall to every request's TTFT."""
-
-    _send_headers_immediately = False
 
 
 def _worker_id(url: str) -> str:
@@ -126,6 +121,10 @@ class Gateway:
             self.pipeline, self.state, self.tenants, self.metrics, self.clock, settings.hold_poll_s
         )
         self.waitq = self.gate.waitq
+        self.dispatcher = Dispatcher(
+            settings, self.client, self.state, self.breakers, self.metrics, self.gate
+        )
+        self.relay = StreamRelay(self.gate, self.judge)
         self.state.listener = self.waitq.wake
         self._overhead = self.metrics.overhead.labels(settings.cluster)
         self._inflight_gauge = self.metrics.inflight.labels(settings.cluster)
@@ -346,187 +345,11 @@ class Gateway:
         out: Outcome,
     ) -> web.StreamResponse:
         self._inflight_gauge.inc()
-        excluded: set[str] = set()
         up: UpstreamStream | None = None
-        first_chunk = b""
         try:
-            for attempt in range(self.s.max_attempts):
-                if attempt:
-                    decision = self.gate.reroute(rreq, excluded)
-                out.prefill_worker = decision.prefill or ""
-                out.decode_worker = decision.decode
-                try:
-                    up, first_chunk = await self._attempt(pr, rreq, decision, out, t)
-                    break
-                except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if out.displaced_retry_s is None or task is None:
-                        raise
-                    task.uncancel()
-                    raise RateLimited(
-                        "Request not admitted (displaced): its place went to a request that "
-                        "can still meet its deadline.",
-                        code="displaced",
-                        retry_after_s=out.displaced_retry_s,
-                    ) from None
-                except UpstreamError as e:
-                    failed = e.worker or decision.decode
-                    excluded.add(failed)
-                    out.drain_s = 0.0  # a retry's queue is unknown: not displaceable there
-                    if self.breakers.failure(failed, time.time()):
-                        self.metrics.breaker_open.labels(self.s.cluster, failed).set(1)
-                        log.warning("circuit open", extra={"worker": failed, "err": e.message})
-                    self.metrics.retries.labels(self.s.cluster, failed, e.code).inc()
-                    if attempt + 1 >= self.s.max_attempts:
-                        raise
-            assert up is not None
-            self.gate.started(out.request_id)
-            return await self._relay(request, pr, up, first_chunk, t, out)
+            up, it, first = await self.dispatcher.open(pr, rreq, decision, out, t)
+            return await self.relay.respond(request, pr, up, it, first, t, out)
         finally:
             self._inflight_gauge.dec()
             if up is not None:
                 up.close()
-
-    async def _attempt(
-        self, pr: ParsedRequest, rreq: RouteRequest, d: RouteDecision, out: Outcome, t: Timings
-    ) -> tuple[UpstreamStream, bytes]:
-        """One try on one route (dispatched in the ledger), up to the first upstream byte
-        (retryable until then)."""
-        body: dict[str, Any] | bytes = pr.raw or pr.body  # one hop: the client's bytes as-is
-        m = self.metrics
-        if d.prefill is not None:
-            m.route(pr.model, d.policy, "prefill", d.prefill).inc()
-            body = await self._prefill(pr, d.prefill)
-            self.ledger.prefill_done(out.request_id)
-        m.route(pr.model, d.policy, "decode" if d.prefill else "both", d.decode).inc()
-        try:
-            t.upstream_s = time.perf_counter()  # a non-streamed response's generation start
-            up = await self.client.open_stream(self.state.url(d.decode) + pr.path, body)
-            it = up.chunks().__aiter__()
-            try:
-                first = await it.__anext__()
-            except StopAsyncIteration:
-                first = b""
-            except Exception as exc:
-                up.close()
-                raise UpstreamError(
-                    f"worker {d.decode} failed before the first byte: {exc!r}"
-                ) from exc
-            out.iterator = it
-            self.breakers.success(d.decode)
-            return up, first
-        except UpstreamError as e:
-            e.worker = e.worker or d.decode
-            raise
-
-    async def _prefill(self, pr: ParsedRequest, worker: str) -> dict[str, Any] | bytes:
-        """P/D step 1: prefill with max_tokens=1 and do_remote_decode; returns the decode body
-        (the client's bytes with ``kv_transfer_params`` appended when that is safe, so the
-        prompt is not serialised a second time on the TTFT path)."""
-        body = copy.copy(pr.body)
-        body["max_tokens"] = 1
-        if "max_completion_tokens" in body:
-            body["max_completion_tokens"] = 1
-        body["stream"] = False
-        body.pop("stream_options", None)
-        body["kv_transfer_params"] = {"do_remote_decode": True}
-        try:
-            resp = await self.client.post_json(self.state.url(worker) + pr.path, body)
-        except UpstreamError as e:
-            e.worker = worker
-            raise
-        self.breakers.success(worker)
-        params = resp.get("kv_transfer_params")
-        raw = pr.raw.rstrip()
-        if raw.endswith(b"}") and "kv_transfer_params" not in pr.body and len(pr.body) > 0:
-            extra = json.dumps(params, separators=(",", ":")).encode()
-            return raw[:-1] + b',"kv_transfer_params":' + extra + b"}"
-        dbody = dict(pr.body)
-        dbody["kv_transfer_params"] = params
-        return dbody
-
-    async def _relay(
-        self,
-        request: web.Request,
-        pr: ParsedRequest,
-        up: UpstreamStream,
-        first: bytes,
-        t: Timings,
-        out: Outcome,
-    ) -> web.StreamResponse:
-        it = out.iterator
-        assert it is not None
-        if not pr.stream:
-            chunks = [first]
-            try:
-                async for c in it:
-                    chunks.append(c)
-            except Exception as exc:
-                raise UpstreamError(
-                    f"worker {out.decode_worker} failed: {exc!r}", retryable=False
-                ) from exc
-            raw = b"".join(chunks)
-            resp = web.Response(status=up.status, body=raw, content_type="application/json")
-            await resp.prepare(request)
-            await resp.write_eof()
-            scan_json_response(t, raw, time.perf_counter())
-            self.gate.release(out.request_id)
-            self.judge.finish(out, t, "ok")
-            return resp
-        sresp = _SseResponse(
-            status=up.status,
-            headers={"Content-Type": up.content_type, "Cache-Control": "no-cache"},
-        )
-        await sresp.prepare(request)
-        scan = SseScanner(t)
-        outcome = "ok"
-        chunk = first
-        pending_first = True
-        try:
-            while True:
-                if chunk:
-                    try:  # write first: scanning must not delay the client's bytes
-                        await sresp.write(chunk)
-                    except (ConnectionResetError, RuntimeError):
-                        outcome = "cancelled"  # client went away: abort upstream (finally closes)
-                        break
-                    sent = time.perf_counter()
-                    n = scan.feed(chunk)
-                    if n:
-                        scan.mark(n, sent)
-                        if pending_first:
-                            pending_first = False
-                            self._clear_pending(out)
-                try:
-                    chunk = await it.__anext__()
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:
-                    outcome = "error"
-                    await self._safe_write(
-                        sresp, error_event(f"worker failed mid-stream: {exc.__class__.__name__}")
-                    )
-                    break
-            if outcome == "ok" and not t.done_seen:
-                outcome = "error"
-                await self._safe_write(sresp, error_event("worker closed the stream early"))
-            if outcome != "cancelled":
-                try:
-                    await sresp.write_eof()
-                except (ConnectionResetError, RuntimeError):
-                    outcome = "cancelled"
-        finally:
-            self.gate.release(out.request_id)
-            self.judge.finish(out, t, outcome)
-        return sresp
-
-    def _clear_pending(self, out: Outcome) -> None:
-        """First token: the prompt is done, so it no longer counts as queued prefill
-        (and a held request may now fit)."""
-        self.ledger.first_token(out.request_id)
-        self.waitq.wake()
-
-    @staticmethod
-    async def _safe_write(resp: web.StreamResponse, data: bytes) -> None:
-        with contextlib.suppress(ConnectionResetError, RuntimeError):
-            await resp.write(data)

@@ -9,7 +9,6 @@ goodput), so shedding load can never make attainment look better.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from controlplane.errors import RateLimited, SlaplaneError
@@ -33,12 +32,9 @@ class Outcome:
     decode_worker: str = ""
     queued_s: float | None = None
     queue_ms: float | None = None
-    iterator: AsyncIterator[bytes] | None = None
     done: bool = False
     drain_s: float = 0.0
     """Predicted queue drain on its first worker when it was admitted."""
-    displaced_retry_s: float | None = None
-    """Set when admission gave this request's place to another (answer 429 displaced)."""
 
 
 class RequestJudge:
