@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export SLAPLANE_VLLM_PYTHON ?= $(VLLM_VENV)/bin/python
 export SLAPLANE_TINY_MODEL ?= $(TINY_MODEL)
 
-.PHONY: help venv lock system-deps vllm-env lint test test-fast demo bench clean
+.PHONY: help venv lock system-deps vllm-env lint test test-fast demo bench results clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -59,6 +59,9 @@ test-fast: venv system-deps  ## unit + integration tests without the real vLLM t
 
 demo: venv system-deps  ## run the main job: a live sim P/D cluster with telemetry
 	$(BIN)/slaplane demo
+
+results: venv  ## regenerate benchmarks/RESULTS.md from benchmarks/results/*.json
+	$(BIN)/python benchmarks/make_results.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
