@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make ``controlplane`` importable
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_io import Headline, Result, Table, write_result  # noqa: E402
 from controlplane.procs import Child, free_port, slaplane_argv, wait_http_ok  # noqa: E402
 from controlplane.replay.traces import Trace, parse_window, read_trace, window  # noqa: E402
 
@@ -509,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "validate")
+    ap.add_argument(
+        "--record", action="store_true", help="write benchmarks/results/model_validation.json"
+    )
     args = ap.parse_args(argv)
     which = {x.strip() for x in args.run.split(",") if x.strip()}
     if not which or which - {"a", "b", "c"}:
@@ -576,7 +580,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     }  # fmt: skip
     (args.out / "validate.json").write_text(json.dumps(doc, indent=2))
     print(f"wrote {args.out / 'validate.json'}")
+    if args.record:
+        print(f"wrote {write_result(page_result(results, trace, args))}")
     return 0
+
+
+def page_result(results: Sequence[PathResult], trace: Trace, args: argparse.Namespace) -> Result:
+    """The results-page section: each replay against each live path, p50/p90, 15 % goal."""
+    replays = [r for r in results if r.name.startswith("replay")]
+    lives = [r for r in results if not r.name.startswith("replay")]
+    rows: list[list[Any]] = []
+    head: list[Headline] = []
+    for m in ("ttft_ms", "tpot_ms"):
+        for q in (50, 90):
+            row: list[Any] = [f"{m.split('_')[0].upper()} p{q} (ms)"]
+            row += [_f(r.pct(m, q)) for r in results]
+            for a in replays:
+                for b in lives:
+                    d = diff(a.pct(m, q), b.pct(m, q))
+                    row.append("-" if d is None else f"{100 * d:+.1f} %")
+            rows.append(row)
+    cond = (f"{len(trace.requests)} requests, window {args.window} x{args.rate_scale}, "
+            f"profile {args.profile}, 1P+1D")  # fmt: skip
+    for b in lives:
+        best = None
+        for a in replays:
+            d = diff(a.pct("tpot_ms", 50), b.pct("tpot_ms", 50))
+            t = diff(a.pct("ttft_ms", 50), b.pct("ttft_ms", 50))
+            if d is not None and t is not None and (best is None or abs(t) < abs(best[1])):
+                best = (a, t, d)
+        if best is None:
+            continue
+        a, t, d = best
+        head.append(Headline(
+            question=f"Does the replay predict the live {b.name} stack?",
+            metric="TTFT / TPOT p50 error",
+            slaplane=f"{a.name}: {100 * t:+.0f} % / {100 * d:+.0f} %",
+            baseline=f"live {b.name}: {_f(b.pct('ttft_ms', 50))} / {_f(b.pct('tpot_ms', 50))} ms",
+            goal="within 15 %", met=abs(t) <= 0.15 and abs(d) <= 0.15, conditions=cond,
+        ))  # fmt: skip
+    cols = ["metric", *[r.name for r in results]]
+    cols += [f"{a.name} vs {b.name}" for a in replays for b in lives]
+    notes = [
+        f"{r.name}: load average {r.extra['loadavg_before'][0]:.1f} before, "
+        f"{r.extra['loadavg_after'][0]:.1f} after; {len(r.samples)} done, {r.errors} errors"
+        for r in lives
+        if "loadavg_before" in r.extra
+    ]
+    return Result(
+        section="model_validation", order=35, title="Model validation: replay vs live stacks",
+        question="Is the replay's worker model close to what the live sim and vLLM stacks do "
+        "on the same requests (client-side TTFT/TPOT, `vllm bench` definitions)?",
+        headline=head, tables=[Table("", cols, rows)], notes=notes,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
