@@ -20,10 +20,10 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from controlplane.schemas import WorkerSnapshot
 from controlplane.state.store import Store
-from workers.agent.derive import DeriveConfig, DeriveState, Identity, derive, mark_down
 from workers.agent.metrics import AgentMetrics
 from workers.agent.parse import PageParser, ParseError
 from workers.agent.scrape import PageSource, ScrapeError
+from workers.telemetry.derive import DeriveConfig, DeriveState, Identity, derive, mark_down
 
 log = logging.getLogger("slaplane.agent")
 

@@ -1,7 +1,7 @@
-"""vLLM /metrics page → the raw numbers the agent needs (no derivation, no I/O).
+"""vLLM /metrics page → a ``Reading`` (workers.telemetry): raw numbers, no derivation, no I/O.
 
 Only the families the agent needs are handed to prometheus_client's parser: a
-vLLM page is ~55 kB and ~90 families, and cutting out the ~13 wanted family
+vLLM page is ~55 kB and ~90 families, and cutting out the ~16 wanted family
 blocks (each starts at its ``# HELP`` line, as prometheus_client writes them)
 takes parsing from ~6 ms to ~1.5 ms. ``PageParser`` also remembers each block's
 text and parsed samples from the previous scrape and re-parses only blocks that
@@ -17,67 +17,66 @@ ranks, ``engine`` label) are summed, except KV usage which is averaged.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from workers.agent import histogram
-from workers.agent.histogram import Buckets
+from workers.telemetry import histogram
+from workers.telemetry import reading as r
+from workers.telemetry.reading import Reading
 
-# exposed family name (as on the page) → how the parser names the family
+# exposed family name (as on the page) → Reading field
 _GAUGES = {
     "vllm:num_requests_running": "running",
     "vllm:num_requests_waiting": "waiting",
     "vllm:kv_cache_usage_perc": "kv_usage",
     "process_start_time_seconds": "start_time_s",
 }
-# page name (with _total) → key in ParsedPage.counters
+# labelled gauge → (label, label value → Reading field)
+_LABELLED_GAUGES = {
+    "vllm:num_requests_waiting_by_reason": ("reason", {"deferred": "waiting_deferred"}),
+}
+# page name (with _total) → key in Reading.counters
 _COUNTERS = {
-    "vllm:prompt_tokens_total": "prompt_tokens",
-    "vllm:generation_tokens_total": "generation_tokens",
-    "vllm:num_preemptions_total": "preemptions",
-    "vllm:prefix_cache_queries_total": "prefix_queries",
-    "vllm:prefix_cache_hits_total": "prefix_hits",
-    "vllm:request_success_total": "requests_finished",
+    "vllm:prompt_tokens_total": r.PROMPT_TOKENS,
+    "vllm:generation_tokens_total": r.GENERATION_TOKENS,
+    "vllm:num_preemptions_total": r.PREEMPTIONS,
+    "vllm:prefix_cache_queries_total": r.PREFIX_QUERIES,
+    "vllm:prefix_cache_hits_total": r.PREFIX_HITS,
+    "vllm:external_prefix_cache_queries_total": r.EXTERNAL_PREFIX_QUERIES,
+    "vllm:external_prefix_cache_hits_total": r.EXTERNAL_PREFIX_HITS,
+    "vllm:request_success_total": r.REQUESTS_FINISHED,
+}
+# labelled counter → (label, label value → key in Reading.counters)
+_LABELLED_COUNTERS = {
+    "vllm:prompt_tokens_by_source_total": (
+        "source",
+        {
+            "local_compute": r.PROMPT_TOKENS_COMPUTED,
+            "local_cache_hit": r.PROMPT_TOKENS_LOCAL_CACHE,
+            "external_kv_transfer": r.PROMPT_TOKENS_EXTERNAL,
+        },
+    ),
 }
 _HISTOGRAMS = {
-    "vllm:time_to_first_token_seconds": "ttft",
-    "vllm:inter_token_latency_seconds": "itl",
+    "vllm:time_to_first_token_seconds": r.TTFT,
+    "vllm:inter_token_latency_seconds": r.ITL,
 }
 _INFO = "vllm:cache_config_info"
 
 WANTED: frozenset[str] = frozenset(
-    [*_GAUGES, *_COUNTERS, _INFO]
+    [*_GAUGES, *_LABELLED_GAUGES, *_COUNTERS, *_LABELLED_COUNTERS, _INFO]
     + [f"{h}{s}" for h in _HISTOGRAMS for s in ("_bucket", "_count", "_sum")]
 )
 """Sample names (as exposed on the page) the agent reads; every other line is skipped."""
 
-_TYPE_NAMES: frozenset[str] = frozenset([*_GAUGES, *_COUNTERS, _INFO, *_HISTOGRAMS])
+_TYPE_NAMES: frozenset[str] = frozenset(
+    [*_GAUGES, *_LABELLED_GAUGES, *_COUNTERS, *_LABELLED_COUNTERS, _INFO, *_HISTOGRAMS]
+)
 
 
 class ParseError(ValueError):
     """The page is not valid Prometheus text exposition."""
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedPage:
-    """Raw values of one scrape. ``None``/absent means the family was not on the page."""
-
-    kv_usage: float | None = None
-    running: float | None = None
-    waiting: float | None = None
-    start_time_s: float | None = None
-    counters: dict[str, float] = field(default_factory=dict)
-    histograms: dict[str, Buckets] = field(default_factory=dict)
-    kv_capacity_tokens: int | None = None
-    model: str | None = None
-    engines: int = 0
-
-    @property
-    def is_vllm(self) -> bool:
-        """At least one of the core scheduler gauges was present."""
-        return self.running is not None or self.waiting is not None or self.kv_usage is not None
 
 
 def _line_name(line: str) -> str | None:
@@ -171,17 +170,17 @@ class PageParser:
         for _, samples in memo.values():
             yield from samples
 
-    def parse(self, text: str) -> ParsedPage:
+    def parse(self, text: str) -> Reading:
         """Parse one /metrics page; raises ParseError on malformed exposition text."""
         return _build(self._samples(text))
 
 
-def parse_page(text: str) -> ParsedPage:
+def parse_page(text: str) -> Reading:
     """Parse one /metrics page without memo; raises ParseError on malformed text."""
     return PageParser().parse(text)
 
 
-def _build(samples: Iterator[Sample]) -> ParsedPage:
+def _build(samples: Iterator[Sample]) -> Reading:
     gauges: dict[str, list[float]] = {}
     counters: dict[str, float] = {}
     buckets: dict[str, list[tuple[float, float]]] = {}
@@ -198,6 +197,16 @@ def _build(samples: Iterator[Sample]) -> ParsedPage:
             elif s.name in _COUNTERS:
                 key = _COUNTERS[s.name]
                 counters[key] = counters.get(key, 0.0) + float(s.value)
+            elif s.name in _LABELLED_COUNTERS:
+                label, keys = _LABELLED_COUNTERS[s.name]
+                ckey = keys.get(s.labels.get(label, ""))
+                if ckey is not None:
+                    counters[ckey] = counters.get(ckey, 0.0) + float(s.value)
+            elif s.name in _LABELLED_GAUGES:
+                label, names = _LABELLED_GAUGES[s.name]
+                gkey = names.get(s.labels.get(label, ""))
+                if gkey is not None:
+                    gauges.setdefault(gkey, []).append(float(s.value))
             elif s.name.endswith("_bucket") and s.name[: -len("_bucket")] in _HISTOGRAMS:
                 key = _HISTOGRAMS[s.name[: -len("_bucket")]]
                 le = float(s.labels["le"])
@@ -215,10 +224,11 @@ def _build(samples: Iterator[Sample]) -> ParsedPage:
 
     kv = gauges.get("kv_usage")
     start = gauges.get("start_time_s")
-    return ParsedPage(
+    return Reading(
         kv_usage=sum(kv) / len(kv) if kv else None,
         running=_sum("running"),
         waiting=_sum("waiting"),
+        waiting_deferred=_sum("waiting_deferred"),
         start_time_s=start[0] if start else None,
         counters=counters,
         histograms={k: histogram.normalize(v) for k, v in buckets.items()},

@@ -21,11 +21,11 @@ from controlplane.schemas import WorkerSnapshot
 from controlplane.state import open_store
 from controlplane.state.store import Store
 from workers.agent.collector import SnapshotCollector
-from workers.agent.derive import DeriveConfig, Identity
 from workers.agent.loop import Agent, serve_metrics
 from workers.agent.metrics import AgentMetrics
 from workers.agent.scrape import FilePageSource, HttpPageSource, PageSource
 from workers.agent.settings import AgentSettings
+from workers.telemetry.derive import DeriveConfig, Identity
 
 log = logging.getLogger("slaplane.agent")
 

@@ -1,35 +1,33 @@
-"""Turn vLLM's per-step stats into ``WorkerSnapshot``s (pure, thread-safe, no vLLM import).
+"""vLLM's per-step stats → running totals → a ``Reading`` (pure, thread-safe, no vLLM import).
 
 ``step_from_stats`` reads a ``SchedulerStats``/``IterationStats`` pair by attribute
 (so fakes work in tests) into a ``StepSample`` of plain numbers. The engine thread
-calls ``TelemetryAccumulator.observe`` with it (O(samples), under a lock); the
-publisher thread calls ``snapshot`` which does the sorting and rate maths.
-
-Quantiles are exact (vLLM hands us every TTFT and inter-token gap) over a rolling
-``window_s``; ``None`` when the window holds no sample.
+calls ``StatsAccumulator.observe`` with it: O(samples) additions under a lock, the
+same increments vLLM's own Prometheus logger makes (``PrometheusStatLogger.record``).
+The publisher thread calls ``reading()``, which hands the totals, as vLLM's /metrics
+page would show them, to the one derivation (``workers.telemetry.derive``) that the
+scraping agent uses too. Nothing here computes a rate or a quantile.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import threading
-from collections import deque
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from controlplane.schemas import WorkerSnapshot
-
-MAX_SAMPLES = 8192
-"""Cap per latency series, so a burst cannot make ``snapshot`` slow."""
+from workers.telemetry import reading as r
+from workers.telemetry.reading import ITL_BOUNDS_S, TTFT_BOUNDS_S, Reading
 
 
 @dataclass(frozen=True, slots=True)
 class StepSample:
-    """What one ``record()`` call contributes, in plain numbers."""
+    """What one ``record()`` call contributes, in plain numbers (increments, except
+    the gauges)."""
 
-    at_s: float
-    """Monotonic time of the call."""
     running: int | None = None
     """Scheduler gauges; ``None`` when the call carried no scheduler stats."""
     waiting: int | None = None
@@ -50,7 +48,7 @@ class StepSample:
     external_prefix_hits: int = 0
 
 
-def step_from_stats(scheduler_stats: Any, iteration_stats: Any, at_s: float) -> StepSample:
+def step_from_stats(scheduler_stats: Any, iteration_stats: Any) -> StepSample:
     """Read vLLM 0.32 ``SchedulerStats``/``IterationStats`` (either may be ``None``)."""
     kw: dict[str, Any] = {}
     if scheduler_stats is not None:
@@ -78,199 +76,94 @@ def step_from_stats(scheduler_stats: Any, iteration_stats: Any, at_s: float) -> 
         kw["finished"] = len(iteration_stats.finished_requests)
         kw["ttfts_s"] = tuple(iteration_stats.time_to_first_tokens_iter)
         kw["itls_s"] = tuple(iteration_stats.inter_token_latencies_iter)
-    return StepSample(at_s=at_s, **kw)
+    return StepSample(**kw)
 
 
-def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile of an ascending, non-empty sequence."""
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    frac = pos - lo
-    return sorted_values[lo] * (1.0 - frac) + sorted_values[hi] * frac
+class _Histogram:
+    """Per-bucket counts (not cumulative) over fixed bounds plus ``+Inf``, like
+    prometheus_client's: an observation lands in the first bucket with ``v <= le``
+    (a NaN in none)."""
+
+    def __init__(self, bounds_s: Sequence[float]) -> None:
+        self.bounds = tuple(sorted(float(b) for b in bounds_s if not math.isinf(b)))
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, values: Sequence[float]) -> None:
+        for v in values:
+            if v == v:  # not NaN
+                self.counts[bisect.bisect_left(self.bounds, v)] += 1
+
+    def cumulative(self) -> tuple[tuple[float, float], ...]:
+        les = (*self.bounds, math.inf)
+        return tuple(zip(les, map(float, itertools.accumulate(self.counts)), strict=True))
 
 
-def _quantiles_ms(values: Iterable[float]) -> tuple[float | None, float | None, float | None]:
-    s = sorted(values)
-    if not s:
-        return None, None, None
-    return quantile(s, 0.5) * 1e3, quantile(s, 0.9) * 1e3, quantile(s, 0.99) * 1e3
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    cluster: str
-    worker: str
-    role: str
-    model: str
-    url: str = ""
-
-
-@dataclass(slots=True)
-class _Totals:
-    prompt: float = 0.0
-    generation: float = 0.0
-    preemptions: float = 0.0
-    finished: float = 0.0
-    prompt_computed: float = 0.0
-    prompt_local_cache: float = 0.0
-    prompt_external: float = 0.0
-
-
-@dataclass(slots=True)
-class _State:
-    running: int = 0
-    waiting: int = 0
-    waiting_deferred: int = 0
-    kv_usage: float = 0.0
-    totals: _Totals = field(default_factory=_Totals)
-    ttfts: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
-    itls: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
-    prefix: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=4096))
-    ext_prefix: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=4096))
-    records: int = 0
-    last_step_s: float | None = None
-
-
-class TelemetryAccumulator:
-    """Folds ``StepSample``s into running state; builds snapshots on demand."""
+class StatsAccumulator:
+    """Folds ``StepSample``s into what vLLM's /metrics page would hold: last gauges,
+    cumulative counters and cumulative TTFT/ITL buckets (``*_bounds_s``: the page's
+    bucket bounds, so the plugin's quantiles equal the agent's)."""
 
     def __init__(
         self,
-        identity: Identity,
         *,
-        window_s: float = 5.0,
-        rate_window_s: float = 1.0,
+        ttft_bounds_s: Sequence[float] = TTFT_BOUNDS_S,
+        itl_bounds_s: Sequence[float] = ITL_BOUNDS_S,
         kv_capacity_tokens: int | None = None,
     ) -> None:
-        self.identity = identity
-        self.window_s = window_s
-        self.rate_window_s = rate_window_s
         self.kv_capacity_tokens = kv_capacity_tokens
         self._lock = threading.Lock()
-        self._st = _State()
-        self._history: deque[tuple[float, _Totals]] = deque()
-        self._seq = 0
-        self._dirty = False
-
-    @property
-    def dirty(self) -> bool:
-        """True when a step was observed since the last snapshot."""
-        return self._dirty
+        self._counters = dict.fromkeys(r.COUNTER_KEYS, 0)
+        self._ttft = _Histogram(ttft_bounds_s)
+        self._itl = _Histogram(itl_bounds_s)
+        # vLLM's gauges read 0 until the first scheduler stats arrive; so do these
+        self._running = 0
+        self._waiting = 0
+        self._deferred = 0
+        self._kv_usage = 0.0
+        self.records_total = 0
+        """``observe`` calls so far."""
 
     def observe(self, s: StepSample) -> None:
+        """Engine thread: add one step's increments (cheap; never blocks on I/O)."""
         with self._lock:
-            st = self._st
-            st.records += 1
-            st.last_step_s = s.at_s
+            self.records_total += 1
             if s.running is not None:
-                st.running = s.running
+                self._running = s.running
             if s.waiting is not None:
-                st.waiting = s.waiting
+                self._waiting = s.waiting
             if s.waiting_deferred is not None:
-                st.waiting_deferred = s.waiting_deferred
+                self._deferred = s.waiting_deferred
             if s.kv_usage is not None:
-                st.kv_usage = s.kv_usage
-            t = st.totals
-            t.prompt += s.prompt_tokens
-            t.generation += s.generation_tokens
-            t.preemptions += s.preemptions
-            t.finished += s.finished
-            t.prompt_computed += s.prompt_tokens_computed
-            t.prompt_local_cache += s.prompt_tokens_local_cache
-            t.prompt_external += s.prompt_tokens_external
-            st.ttfts.extend((s.at_s, v) for v in s.ttfts_s)
-            st.itls.extend((s.at_s, v) for v in s.itls_s)
-            if s.prefix_queries:
-                st.prefix.append((s.at_s, s.prefix_queries, s.prefix_hits))
-            if s.external_prefix_queries:
-                st.ext_prefix.append((s.at_s, s.external_prefix_queries, s.external_prefix_hits))
-            self._dirty = True
+                self._kv_usage = s.kv_usage
+            c = self._counters
+            c[r.PROMPT_TOKENS] += s.prompt_tokens
+            c[r.GENERATION_TOKENS] += s.generation_tokens
+            c[r.PREEMPTIONS] += s.preemptions
+            c[r.PREFIX_QUERIES] += s.prefix_queries
+            c[r.PREFIX_HITS] += s.prefix_hits
+            c[r.EXTERNAL_PREFIX_QUERIES] += s.external_prefix_queries
+            c[r.EXTERNAL_PREFIX_HITS] += s.external_prefix_hits
+            c[r.REQUESTS_FINISHED] += s.finished
+            c[r.PROMPT_TOKENS_COMPUTED] += s.prompt_tokens_computed
+            c[r.PROMPT_TOKENS_LOCAL_CACHE] += s.prompt_tokens_local_cache
+            c[r.PROMPT_TOKENS_EXTERNAL] += s.prompt_tokens_external
+            self._ttft.observe(s.ttfts_s)
+            self._itl.observe(s.itls_s)
 
-    def snapshot(
-        self,
-        now_s: float,
-        wall_ms: int,
-        *,
-        up: bool = True,
-        extra: dict[str, float] | None = None,
-    ) -> WorkerSnapshot:
-        """The current snapshot; ``now_s`` is monotonic (same clock as ``StepSample.at_s``)."""
-        cutoff = now_s - self.window_s
+    def reading(self) -> Reading:
+        """Publisher thread: the totals as they stand (a consistent copy)."""
         with self._lock:
-            st = self._st
-            for dq in (st.ttfts, st.itls, st.prefix, st.ext_prefix):
-                while dq and dq[0][0] < cutoff:
-                    dq.popleft()
-            ttfts = [v for _, v in st.ttfts]
-            itls = [v for _, v in st.itls]
-            pq = sum(q for _, q, _ in st.prefix)
-            ph = sum(h for _, _, h in st.prefix)
-            eq = sum(q for _, q, _ in st.ext_prefix)
-            eh = sum(h for _, _, h in st.ext_prefix)
-            totals = replace(st.totals)
-            running, waiting, kv_usage = st.running, st.waiting, st.kv_usage
-            deferred, records = st.waiting_deferred, st.records
-            self._seq += 1
-            seq = self._seq
-            self._dirty = False
-        ttft = _quantiles_ms(ttfts)
-        itl = _quantiles_ms(itls)
-        rates = self._rates(now_s, totals)
-        ex: dict[str, float] = {
-            "prompt_tokens_computed_total": totals.prompt_computed,
-            "prompt_tokens_local_cache_total": totals.prompt_local_cache,
-            "prompt_tokens_external_total": totals.prompt_external,
-            "preemptions_total": totals.preemptions,
-            "waiting_deferred": float(deferred),
-            "records_total": float(records),
-        }
-        if eq:
-            ex["external_prefix_hit_rate"] = eh / eq
-        ex.update(extra or {})
-        ident = self.identity
-        return WorkerSnapshot(
-            cluster=ident.cluster,
-            worker=ident.worker,
-            role=ident.role,
-            model=ident.model,
-            url=ident.url,
-            up=up,
+            counters = {k: float(v) for k, v in self._counters.items()}
+            histograms = {r.TTFT: self._ttft.cumulative(), r.ITL: self._itl.cumulative()}
+            gauges = (self._kv_usage, self._running, self._waiting, self._deferred)
+        kv_usage, running, waiting, deferred = gauges
+        return Reading(
             kv_usage=kv_usage,
-            running=running,
-            waiting=waiting,
-            ttft_p50_ms=ttft[0],
-            ttft_p90_ms=ttft[1],
-            ttft_p99_ms=ttft[2],
-            itl_p50_ms=itl[0],
-            itl_p90_ms=itl[1],
-            itl_p99_ms=itl[2],
-            prompt_tokens_per_s=rates[0],
-            gen_tokens_per_s=rates[1],
-            preemptions_per_s=rates[2],
-            prefix_hit_rate=(ph / pq) if pq else None,
+            running=float(running),
+            waiting=float(waiting),
+            waiting_deferred=float(deferred),
+            counters=counters,
+            histograms=histograms,
             kv_capacity_tokens=self.kv_capacity_tokens,
-            requests_finished_total=totals.finished,
-            prompt_tokens_total=totals.prompt,
-            generation_tokens_total=totals.generation,
-            source="plugin",
-            ts_ms=wall_ms,
-            seq=seq,
-            extra=ex,
-        )
-
-    def _rates(self, now_s: float, totals: _Totals) -> tuple[float, float, float]:
-        """Per-second rates over the last ``rate_window_s`` (publisher thread only)."""
-        h = self._history
-        h.append((now_s, totals))
-        while len(h) > 2 and h[1][0] <= now_s - self.rate_window_s:
-            h.popleft()
-        t0, first = h[0]
-        dt = now_s - t0
-        if dt <= 0:
-            return 0.0, 0.0, 0.0
-        return (
-            (totals.prompt - first.prompt) / dt,
-            (totals.generation - first.generation) / dt,
-            (totals.preemptions - first.preemptions) / dt,
+            engines=1,
         )

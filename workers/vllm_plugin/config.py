@@ -35,10 +35,11 @@ class PluginConfig:
     heartbeat_s: float = 1.0
     """Publish at least this often while idle, so the worker stays visible."""
     window_s: float = 5.0
-    """Rolling window for TTFT/ITL quantiles and the prefix-cache hit rate."""
-    rate_window_s: float = 1.0
-    """Window over which token and preemption rates are computed."""
-    socket_timeout_s: float = 1.0
+    """How far back TTFT/ITL quantiles reach when the last interval saw no observation
+    (the agent's ``--window-s``; rates and quantiles are over the interval between two
+    publishes otherwise, see ``workers.telemetry.derive``)."""
+    publish_timeout_s: float = 1.0
+    """Bound on one ``Store.publish_snapshot``."""
 
 
 def _float(env: Mapping[str, str], name: str, default: float, errors: list[str]) -> float:
@@ -75,7 +76,6 @@ def config_from_env(env: Mapping[str, str]) -> PluginConfig:
         interval_s=interval_ms / 1000.0,
         heartbeat_s=_float(env, "SLAPLANE_PLUGIN_HEARTBEAT_S", 1.0, errors),
         window_s=_float(env, "SLAPLANE_PLUGIN_WINDOW_S", 5.0, errors),
-        rate_window_s=_float(env, "SLAPLANE_PLUGIN_RATE_WINDOW_S", 1.0, errors),
     )
     if not cfg.redis_url.startswith(("redis://", "rediss://", "unix://")):
         errors.append(f"SLAPLANE_REDIS_URL={cfg.redis_url!r} must be a redis:// URL")

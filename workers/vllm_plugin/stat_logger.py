@@ -9,7 +9,10 @@ engine_idx)`` from the API server's output-handler task after every batch of eng
 outputs, and ``log_engine_initialized()`` once the KV cache is sized.
 
 ``record`` runs on vLLM's asyncio loop, so it only folds numbers into the accumulator
-and wakes the publisher thread. Every method catches everything.
+(the totals vLLM's own /metrics page shows, over the same bucket bounds) and wakes the
+publisher thread, which derives the snapshot with the agent's derivation
+(``workers.telemetry.derive``) and writes it through ``controlplane.state.open_store``.
+Every method catches everything.
 
 Caveat: vLLM turns stat collection on whenever a plugin is installed, even with
 ``--disable-log-stats``; with the plugin disabled ``record`` returns at once.
@@ -22,14 +25,16 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from typing import Any
 
 from vllm.v1.metrics.loggers import StatLoggerBase
 
-from workers.vllm_plugin.accumulator import Identity, TelemetryAccumulator, step_from_stats
+from controlplane.state import open_store
+from workers.telemetry.derive import DeriveConfig, Identity
+from workers.telemetry.reading import ITL_BOUNDS_S, TTFT_BOUNDS_S
+from workers.vllm_plugin.accumulator import StatsAccumulator, step_from_stats
 from workers.vllm_plugin.config import PluginConfig, config_from_env, role_from_kv_role
-from workers.vllm_plugin.publisher import Publisher, RedisSnapshotSink
+from workers.vllm_plugin.publisher import Publisher
 
 # a child of vLLM's logger, so messages use its handler and format
 log = logging.getLogger("vllm.slaplane_plugin")
@@ -59,6 +64,23 @@ def kv_capacity_tokens(vllm_config: Any) -> int | None:
     return None
 
 
+def latency_bounds_s(vllm_config: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """TTFT and ITL bucket bounds of this vLLM's /metrics page (its defaults, or the
+    ``custom_histogram_buckets`` it was started with), so the plugin's quantiles are
+    computed over the very buckets the agent scrapes."""
+    try:
+        from vllm.v1.metrics.buckets import histogram_buckets
+
+        oc = getattr(vllm_config, "observability_config", None)
+        custom = getattr(oc, "custom_histogram_buckets", None)
+        return (
+            tuple(float(b) for b in histogram_buckets("time_to_first_token", overrides=custom)),
+            tuple(float(b) for b in histogram_buckets("inter_token_latency", overrides=custom)),
+        )
+    except Exception:  # another vLLM layout: its 0.32 defaults
+        return TTFT_BOUNDS_S, ITL_BOUNDS_S
+
+
 def identity_for(cfg: PluginConfig, vllm_config: Any, engine_index: int) -> Identity:
     worker = cfg.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     if engine_index:
@@ -69,6 +91,7 @@ def identity_for(cfg: PluginConfig, vllm_config: Any, engine_index: int) -> Iden
         role=cfg.role or role_from_kv_role(_kv_role(vllm_config)),
         model=cfg.model or _served_model(vllm_config),
         url=cfg.url,
+        source="plugin",
     )
 
 
@@ -84,22 +107,29 @@ class SlaplaneStatLogger(StatLoggerBase):  # type: ignore[misc]  # vllm is untyp
             cfg = config_from_env(os.environ)
             if not cfg.enabled:
                 return
-            acc = TelemetryAccumulator(
-                identity_for(cfg, vllm_config, engine_index),
-                window_s=cfg.window_s,
-                rate_window_s=cfg.rate_window_s,
+            ttft_bounds, itl_bounds = latency_bounds_s(vllm_config)
+            acc = StatsAccumulator(
+                ttft_bounds_s=ttft_bounds,
+                itl_bounds_s=itl_bounds,
                 kv_capacity_tokens=kv_capacity_tokens(vllm_config),
             )
-            sink = RedisSnapshotSink(cfg.redis_url, socket_timeout_s=cfg.socket_timeout_s)
+            ident = identity_for(cfg, vllm_config, engine_index)
+            url = cfg.redis_url
             self.publisher = Publisher(
-                acc, sink, interval_s=cfg.interval_s, heartbeat_s=cfg.heartbeat_s
+                acc,
+                lambda: open_store(url),  # opened on the publisher thread, on its own loop
+                ident,
+                derive_config=DeriveConfig(window_s=cfg.window_s),
+                interval_s=cfg.interval_s,
+                heartbeat_s=cfg.heartbeat_s,
+                publish_timeout_s=cfg.publish_timeout_s,
             )
             self.publisher.start()
             atexit.register(self.close)
             log.info(
                 "slaplane plugin publishing worker=%s role=%s cluster=%s every >=%.0f ms",
-                acc.identity.worker,
-                acc.identity.role,
+                ident.worker,
+                ident.role,
                 cfg.cluster,
                 cfg.interval_s * 1e3,
             )
@@ -118,7 +148,7 @@ class SlaplaneStatLogger(StatLoggerBase):  # type: ignore[misc]  # vllm is untyp
         if pub is None:
             return
         try:
-            pub.acc.observe(step_from_stats(scheduler_stats, iteration_stats, time.monotonic()))
+            pub.acc.observe(step_from_stats(scheduler_stats, iteration_stats))
             pub.notify()
         except Exception:  # count, log once, keep serving
             self.record_errors_total += 1

@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry
 from controlplane.schemas import WorkerSnapshot
 from controlplane.state.memory import MemoryStore
 from controlplane.state.store import StoreUnavailable
-from workers.agent.derive import Identity
 from workers.agent.fakepage import PageValues, render
 from workers.agent.loop import Agent
 from workers.agent.metrics import AgentMetrics
 from workers.agent.scrape import ScrapeError
+from workers.telemetry.derive import Identity
 
 IDENT = Identity(cluster="c1", worker="w1", role="prefill", url="http://w1")
 LAB = {"cluster": "c1", "worker": "w1"}

@@ -38,11 +38,25 @@ def test_loaded_page_values() -> None:
 def test_prefilter_keeps_only_wanted_families() -> None:
     text = (FIXTURES / "metrics-after.txt").read_text()
     kept = prefilter(text)
-    assert "vllm:num_requests_waiting_by_reason" not in kept
+    assert "vllm:prompt_tokens_cached_total" not in kept  # a longer name is another family
+    assert "vllm:num_requests_waiting_by_reason{" in kept
     assert "_created" not in kept
     assert "python_gc" not in kept
     assert "vllm:time_to_first_token_seconds_bucket" in kept
     assert len(kept) < len(text) / 3
+
+
+def test_by_source_and_by_reason_families() -> None:
+    text = (FIXTURES / "metrics-prefill-after.txt").read_text()
+    page = parse_page(text)
+    c = page.counters
+    assert (c["prompt_tokens_computed"], c["prompt_tokens_local_cache"]) == (19954.0, 0.0)
+    assert c["prompt_tokens_external"] == 0.0
+    assert (c["external_prefix_queries"], c["external_prefix_hits"]) == (19954.0, 0.0)
+    assert page.waiting_deferred == 0.0
+    loaded = parse_page((FIXTURES / "metrics-loaded.txt").read_text())
+    assert loaded.waiting_deferred is not None and loaded.waiting_deferred <= (loaded.waiting or 0)
+    assert parse_page(prefilter(text)) == page
 
 
 def test_malformed_wanted_line_raises_parse_error() -> None:

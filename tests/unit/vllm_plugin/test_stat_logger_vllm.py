@@ -60,8 +60,10 @@ def test_plugin_in_real_vllm(redis_url: str) -> None:
     assert snap.requests_finished_total == 200
     assert snap.kv_capacity_tokens == 1024 * 128
     assert snap.prefix_hit_rate == pytest.approx(0.5)
-    assert snap.ttft_p50_ms is not None and 10.0 <= snap.ttft_p50_ms <= 210.0
-    assert snap.itl_p50_ms == pytest.approx(3.0)
+    assert snap.ttft_p50_ms is not None and 10.0 <= snap.ttft_p50_ms <= 250.0
+    # the agent's arithmetic over vLLM's own buckets: 2-4 ms gaps all lie in (0, 10 ms]
+    assert snap.itl_p50_ms == pytest.approx(5.0)
+    assert snap.extra["waiting_deferred"] == 1.0
     assert snap.extra["prompt_tokens_external_total"] == 200 * 100
     assert snap.extra["prompt_tokens_computed_total"] == 200 * 72
     assert "plug-1" in out["zset"] and out["stream_len"] >= 1

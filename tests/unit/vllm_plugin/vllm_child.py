@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -46,6 +47,14 @@ def _stats(step: int) -> tuple[Any, Any]:
         FinishedRequestStats(finish_reason=FinishReason.LENGTH, num_prompt_tokens=300)
     )
     return sched, it
+
+
+def _until(cond: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
 
 
 def _config(kv_role: str) -> Any:
@@ -91,9 +100,10 @@ def main() -> None:
     for sched, it in steps:
         lg.record(sched, it, None, 0)
     out["record_us"] = (time.perf_counter() - t0) / len(steps) * 1e6
-    time.sleep(0.6)
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    out["hash"] = r.hgetall(f"slaplane:{{{cluster}}}:worker:plug-1")
+    key = f"slaplane:{{{cluster}}}:worker:plug-1"
+    _until(lambda: r.hget(key, "requests_finished_total") == "200.0", "all 200 steps published")
+    out["hash"] = r.hgetall(key)
     out["zset"] = r.zrange(f"slaplane:{{{cluster}}}:workers", 0, -1)
     out["stream_len"] = r.xlen(f"slaplane:{{{cluster}}}:telemetry")
     pub = lg.publisher
@@ -114,11 +124,11 @@ def main() -> None:
     for sched, it in steps:
         dead.record(sched, it, None, 1)
     out["dead_record_us"] = (time.perf_counter() - t0) / len(steps) * 1e6
-    time.sleep(1.5)
     dpub = dead.publisher
     assert dpub is not None
+    _until(lambda: dpub.errors_total >= 1, "a failed publish to the dead Redis")
     out["dead_errors_total"] = dpub.errors_total
-    out["dead_identity"] = [dpub.acc.identity.worker, dpub.acc.identity.role]
+    out["dead_identity"] = [dpub.ident.worker, dpub.ident.role]
     dead.close()
     print("RESULT " + json.dumps(out))
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from workers.agent.derive import DeriveConfig, DeriveState, Identity, derive, mark_down
 from workers.agent.fakepage import PageValues, render
 from workers.agent.parse import parse_page
+from workers.telemetry.derive import DeriveConfig, DeriveState, Identity, derive, mark_down
+from workers.telemetry.reading import Reading
 
 FIXTURES = Path(__file__).resolve().parents[3].parent / "shared/fixtures/vllm-0.32.0"
 IDENT = Identity(cluster="c1", worker="w1", role="decode", url="http://w1:8000")
@@ -29,7 +30,7 @@ def _samples(text: str, name: str) -> list[tuple[str, float]]:
 
 
 def _expected_quantile_ms(text: str, family: str, q: float) -> float | None:
-    """Prometheus' documented algorithm, written out separately from workers.agent.histogram."""
+    """Prometheus' documented algorithm, written out separately from workers.telemetry.histogram."""
     bks = []
     for labels, v in _samples(text, f"{family}_bucket"):
         le = re.search(r'le="([^"]+)"', labels)
@@ -190,3 +191,52 @@ class TestDown:
     def test_down_before_first_success(self) -> None:
         d, st = mark_down(DeriveState(), ident=IDENT, ts_ms=5)
         assert not d.up and d.model == "unknown" and d.worker == "w1" and st.seq == 1
+
+
+class TestReadingInput:
+    """derive() takes a Reading from any source; the page is only one of them."""
+
+    def test_plugin_extras_from_the_page(self) -> None:
+        text = (FIXTURES / "metrics-prefill-after.txt").read_text()
+        s, _ = derive(DeriveState(), parse_page(text), ident=IDENT, ts_ms=1, mono_s=0.0)
+        assert s.extra["prompt_tokens_computed_total"] == 19954.0
+        assert s.extra["prompt_tokens_local_cache_total"] == 0.0
+        assert s.extra["prompt_tokens_external_total"] == 0.0
+        assert s.extra["external_prefix_hit_rate"] == 0.0  # 0 hits of 19954 queried tokens
+        assert s.extra["waiting_deferred"] == 0.0 and "preemptions_total" in s.extra
+
+    def test_extras_absent_when_the_source_lacks_them(self) -> None:
+        s, _ = _step(DeriveState(), PageValues(prompt_tokens=5), 0.0)
+        assert not {"prompt_tokens_external_total", "waiting_deferred"} & set(s.extra)
+        assert "external_prefix_hit_rate" not in s.extra
+        assert s.extra["preemptions_total"] == 0.0
+
+    def test_a_constructed_reading(self) -> None:
+        inf = math.inf
+        r0 = Reading(
+            running=1,
+            waiting=3,
+            waiting_deferred=1,
+            kv_usage=0.25,
+            counters={"generation_tokens": 10, "external_prefix_queries": 100,
+                      "external_prefix_hits": 10},
+            histograms={"itl": ((0.01, 0.0), (0.1, 4.0), (inf, 4.0))},
+            kv_capacity_tokens=512,
+        )  # fmt: skip
+        ident = Identity(cluster="c", worker="p", role="decode", model="m", source="plugin")
+        s0, st = derive(DeriveState(), r0, ident=ident, ts_ms=0, mono_s=0.0)
+        r1 = Reading(
+            running=2,
+            waiting=0,
+            counters={"generation_tokens": 30, "external_prefix_queries": 200,
+                      "external_prefix_hits": 60},
+            histograms={"itl": ((0.01, 2.0), (0.1, 6.0), (inf, 6.0))},
+        )  # fmt: skip
+        s1, _ = derive(st, r1, ident=ident, ts_ms=500, mono_s=0.5)
+        assert (s0.source, s0.model, s0.waiting, s0.kv_capacity_tokens) == ("plugin", "m", 3, 512)
+        assert s0.extra["external_prefix_hit_rate"] == pytest.approx(0.1)
+        assert s0.itl_p50_ms == pytest.approx(55.0)  # lifetime: rank 2 of 4 in (10, 100] ms
+        assert s1.gen_tokens_per_s == pytest.approx(40.0)
+        assert s1.extra["external_prefix_hit_rate"] == pytest.approx(0.5)  # 50 of 100 new
+        assert s1.itl_p50_ms == pytest.approx(5.0)  # the 2 new gaps, both in (0, 10] ms
+        assert s1.extra["itl_window_count"] == 2.0 and "waiting_deferred" not in s1.extra

@@ -1,8 +1,8 @@
 """Pure histogram helpers: bucket deltas, rolling windows and Prometheus-style quantiles.
 
-Kept free of I/O, clocks and prometheus_client so both the scraping agent and the
-in-process vLLM stat-logger plugin (workers/vllm_plugin) compute windowed TTFT/ITL
-quantiles with exactly the same arithmetic as PromQL ``histogram_quantile``.
+Kept free of I/O, clocks and prometheus_client: ``workers.telemetry.derive`` uses them for
+both the scraping agent and the in-process vLLM stat-logger plugin, so windowed TTFT/ITL
+quantiles come from one arithmetic, the same as PromQL ``histogram_quantile``.
 
 A histogram is a tuple of ``(upper_bound, cumulative_count)`` pairs sorted by
 upper bound, ending with ``+Inf`` (the Prometheus ``le`` buckets as exposed).

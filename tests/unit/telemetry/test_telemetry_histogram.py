@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from workers.agent import histogram as h
+from workers.telemetry import histogram as h
 
 INF = math.inf
 B = h.normalize([(0.1, 2.0), (0.2, 6.0), (0.4, 10.0), (INF, 10.0)])
