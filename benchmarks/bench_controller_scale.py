@@ -12,8 +12,11 @@ to a breach. Measured per load predictor and seed:
   that follow (after the step's own scale-up), and in the steady warm-up too.
 
 Goal (issue 5): < 30 s to the new target, <= 1 reversal in 10 min of steady load.
+Writes the ``controller_scale`` results section (``--no-write``: print only).
 
     .venv/bin/python benchmarks/bench_controller_scale.py
+    .venv/bin/python benchmarks/bench_controller_scale.py --boot-s 60 --seeds 3 \
+        --predictors constant,holt_winters --no-write
 """
 
 from __future__ import annotations
@@ -22,18 +25,32 @@ import argparse
 import itertools
 import math
 import statistics
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
-from controlplane.policy.control_fields import ControlState
-from controlplane.policy.planner.control_planner import ControlPlanner, ControlPolicyConfig
-from controlplane.policy.planner.scale import EngineLimits
-from controlplane.policy.planner.scaler import Forecast
-from controlplane.policy.planner.types import TickInput
-from controlplane.policy.predictor import ProfilePredictor
-from controlplane.profiles import load_profile
-from controlplane.schemas import Priority, RequestRecord, TenantSLA, WorkerSnapshot
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_io import Headline, Result, Table, write_result  # noqa: E402
+from controlplane.policy.control_fields import ControlState  # noqa: E402
+from controlplane.policy.planner.control_planner import (  # noqa: E402
+    ControlPlanner,
+    ControlPolicyConfig,
+)
+from controlplane.policy.planner.scale import EngineLimits  # noqa: E402
+from controlplane.policy.planner.scale_rules import ScaleParams  # noqa: E402
+from controlplane.policy.planner.scaler import Forecast  # noqa: E402
+from controlplane.policy.planner.types import TickInput  # noqa: E402
+from controlplane.policy.predictor import ProfilePredictor  # noqa: E402
+from controlplane.profiles import load_profile  # noqa: E402
+from controlplane.schemas import Priority, RequestRecord, TenantSLA, WorkerSnapshot  # noqa: E402
+
+GOAL_REACTION_S = 30
+GOAL_REVERSALS = 1
 
 TENANT = TenantSLA(tenant="t", priority=Priority.STANDARD, ttft_ms=1000.0, itl_ms=50.0)
 
@@ -119,25 +136,72 @@ def main() -> None:
     ap.add_argument("--hold-s", type=int, default=900)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--predictors", default="constant,moving_average,ewma,holt_winters")
+    ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
-    print(f"profile={args.profile} base={args.base_rps} rps -> {2 * args.base_rps} rps, "
-          f"prompt={args.prompt_tokens} output={args.output_tokens} interval={args.interval_s}s "
-          f"boot={args.boot_s}s seeds={args.seeds}")  # fmt: skip
-    print("| predictor | role | replicas before -> after | time to target s (median / max) "
-          "| reversals in 10 min steady 2x (max) | reversals in 10 min warm (max) |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+    conditions = (
+        f"{args.profile}, {args.base_rps:g} -> {2 * args.base_rps:g} req/s, "
+        f"{args.prompt_tokens}/{args.output_tokens} tokens, TTFT {TENANT.ttft_ms:g} ms, ITL "
+        f"{TENANT.itl_ms:g} ms, planner interval {args.interval_s:g} s, boot {args.boot_s:g} s, "
+        f"seeds 0-{args.seeds - 1}"
+    )
+    print(conditions)
+    cols = ["predictor", "role", "replicas before -> after (need)",
+            "time to target s (median / max)", "reversals, 10 min steady 2x (max)",
+            "reversals, 10 min warm (max)"]  # fmt: skip
+    print("| " + " | ".join(cols) + " |")
+    rows: list[list[object]] = []
+    # predictor -> (max time to target over roles and seeds (inf = never), max reversals)
+    worst: dict[str, tuple[float, float]] = {}
     for pred in args.predictors.split(","):
         runs = [run(args, pred, s) for s in range(args.seeds)]
         for role in ("prefill", "decode"):
             t = [r[f"{role}_time_to_target_s"] for r in runs]
             ba = sorted({(int(r[f"{role}_before"]), int(r[f"{role}_after"])) for r in runs})
             tgt = int(runs[0][f"{role}_target"])
-            print(
-                f"| {pred} | {role} | {', '.join(f'{b} -> {a}' for b, a in ba)} (need {tgt}) | "
-                f"{statistics.median(t):.0f} / {max(t):.0f} | "
-                f"{max(r[f'{role}_reversals_after'] for r in runs):.0f} | "
-                f"{max(r[f'{role}_reversals_warm'] for r in runs):.0f} |"
+            rev_after = max(r[f"{role}_reversals_after"] for r in runs)
+            rev_warm = max(r[f"{role}_reversals_warm"] for r in runs)
+            rows.append([pred, role, f"{', '.join(f'{b} -> {a}' for b, a in ba)} (need {tgt})",
+                         f"{statistics.median(t):.0f} / {max(t):.0f}", int(rev_after),
+                         int(rev_warm)])  # fmt: skip
+            reach = math.inf if min(t) < 0 else max(t)
+            w = worst.get(pred, (0.0, 0.0))
+            worst[pred] = (max(w[0], reach), max(w[1], rev_after, rev_warm))
+            print("| " + " | ".join(map(str, rows[-1])) + " |", flush=True)
+    default = ScaleParams().load_predictor
+    head = default if default in worst else next(iter(worst))
+    others = [p for p in worst if p != head]
+
+    def said(p: str) -> str:
+        t, rev = worst[p]
+        return f"`{p}` {'never' if math.isinf(t) else f'{t:.0f} s'}, {rev:.0f} reversals"
+
+    result = Result(
+        section="controller_scale",
+        title="Scale reaction to a 2x load step (pure planner on a virtual clock)",
+        question="After the load doubles, how fast do the planner's desired replicas reach "
+        "what 2x needs, and do they flap while the load is steady?",
+        headline=[
+            Headline(
+                question="Does the planner reach the 2x target quickly without flapping?",
+                metric="max time to target over roles and seeds; max direction reversals in "
+                "10 min of steady load",
+                slaplane=said(head) + (" (default)" if head == default else ""),
+                baseline="; ".join(map(said, others)) or "-",
+                goal=f"< {GOAL_REACTION_S} s, <= {GOAL_REVERSALS} reversal",
+                met=worst[head][0] < GOAL_REACTION_S and worst[head][1] <= GOAL_REVERSALS,
+                conditions=conditions,
             )
+        ],
+        tables=[Table("Per predictor and role", cols, rows)],
+        notes=[
+            "Poisson arrivals, the step falls mid-interval on purpose; workers report no "
+            "queues, so this is the forecast path only (not the breach-risk path). 'need' is "
+            "what exactly 2x needs, noise-free."
+        ],
+        order=65,
+    )
+    if not args.no_write:
+        print(write_result(result))
 
 
 if __name__ == "__main__":
