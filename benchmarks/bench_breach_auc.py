@@ -30,9 +30,9 @@ predicted and make a right prediction look wrong. ``--mode closed`` lets it act.
 windows once enough are labelled: ``policy/planner/breach_calibration.py``); "raw" is
 the model's value before that (what the throttle and scaler act on).
 
-    .venv/bin/python benchmarks/bench_breach_auc.py     # ~1 min; writes breach_prediction
+    .venv/bin/python benchmarks/bench_breach_auc.py --record   # ~1 min CPU; the section
     .venv/bin/python benchmarks/bench_breach_auc.py \
-        --run data/traces/synthetic_trace.jsonl@0.25,0.5,1@2x2 --local-prefill never --no-write
+        --run data/traces/synthetic_trace.jsonl@0.25,0.5,1@2x2 --local-prefill never
 """
 
 from __future__ import annotations
@@ -468,7 +468,9 @@ def main() -> None:
         choices=("never", "threshold", "predictive"),
         help="the router's local prefill mode (default: the policy's own)",
     )
-    ap.add_argument("--no-write", action="store_true", help="print only, keep the results file")
+    ap.add_argument(
+        "--record", action="store_true", help="write benchmarks/results/breach_prediction.json"
+    )
     args = ap.parse_args()
 
     horizon = BreachParams().horizon_s
@@ -508,7 +510,7 @@ def main() -> None:
             print("| " + " | ".join(str(x) for x in row) + " |")
     for n in result.notes:
         print("-", n)
-    if not args.no_write:
+    if args.record:
         print(write_result(result))
 
 

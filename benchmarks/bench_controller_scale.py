@@ -12,11 +12,11 @@ to a breach. Measured per load predictor and seed:
   that follow (after the step's own scale-up), and in the steady warm-up too.
 
 Goal (issue 5): < 30 s to the new target, <= 1 reversal in 10 min of steady load.
-Writes the ``controller_scale`` results section (``--no-write``: print only).
+``--record`` writes the ``controller_scale`` results section.
 
-    .venv/bin/python benchmarks/bench_controller_scale.py
+    .venv/bin/python benchmarks/bench_controller_scale.py --record   # ~3 min CPU
     .venv/bin/python benchmarks/bench_controller_scale.py --boot-s 60 --seeds 3 \
-        --predictors constant,holt_winters --no-write
+        --predictors constant,holt_winters
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ def main() -> None:
     ap.add_argument("--hold-s", type=int, default=900)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--predictors", default="constant,moving_average,ewma,holt_winters")
-    ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument(
+        "--record", action="store_true", help="write benchmarks/results/controller_scale.json"
+    )
     args = ap.parse_args()
     conditions = (
         f"{args.profile}, {args.base_rps:g} -> {2 * args.base_rps:g} req/s, "
@@ -200,7 +202,7 @@ def main() -> None:
         ],
         order=65,
     )
-    if not args.no_write:
+    if args.record:
         print(write_result(result))
 
 

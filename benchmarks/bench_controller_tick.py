@@ -4,10 +4,10 @@ Workers half prefill / half decode with some queue, tenants spread over the thre
 priorities, ``--records`` finished requests per tick; 1 tick = 1 virtual second. Each
 tick is timed in process CPU time (what the controller's core pays, less sensitive to
 other jobs on a shared machine) and wall time. A cost report, not a pass/fail: the
-machine (CPU model, load average) goes with the figures. Writes the ``controller_tick``
-results section (``--no-write``: print only).
+machine (CPU model, load average) goes with the figures. ``--record`` writes the
+``controller_tick`` results section.
 
-    .venv/bin/python benchmarks/bench_controller_tick.py
+    .venv/bin/python benchmarks/bench_controller_tick.py --record
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ def main() -> None:
     ap.add_argument("--tenants", type=int, default=10)
     ap.add_argument("--records", type=int, default=100)
     ap.add_argument("--ticks", type=int, default=60)
-    ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument(
+        "--record", action="store_true", help="write benchmarks/results/controller_tick.json"
+    )
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
     cols = ["workers", "CPU p50 ms", "CPU p99 ms", "wall p50 ms", "wall p99 ms", "wall max ms"]
@@ -125,7 +127,7 @@ def main() -> None:
         ],
         order=70,
     )
-    if not args.no_write:
+    if args.record:
         print(write_result(result))
 
 

@@ -15,10 +15,10 @@ held-out request by predicted TTFT / its tenant's target (ranks like the predict
 miss probability) against whether it really missed.
 
 With no source, the standard set runs (``STANDARD``: both shared traces replayed, and
-the synthetic pipeline check) and the ``predictor_accuracy`` results section is
-written; a single source prints its table (``--write`` writes it as the section).
+the synthetic pipeline check); ``--record`` writes what ran as the ``predictor_accuracy``
+results section.
 
-    .venv/bin/python benchmarks/bench_predictor_accuracy.py
+    .venv/bin/python benchmarks/bench_predictor_accuracy.py --record
     .venv/bin/python benchmarks/bench_predictor_accuracy.py --synthetic 5000
     .venv/bin/python benchmarks/bench_predictor_accuracy.py \
         --replay data/traces/AzureLLMInferenceTrace_code.csv --window 0:1200 --rate-scale 2
@@ -224,7 +224,9 @@ def main() -> None:
     ap.add_argument("--itl-ms", type=float, default=50.0)
     ap.add_argument("--cluster", default="default")
     ap.add_argument("--train-frac", type=float, default=0.5)
-    ap.add_argument("--write", action="store_true", help="write a single source as the section")
+    ap.add_argument(
+        "--record", action="store_true", help="write benchmarks/results/predictor_accuracy.json"
+    )
     args = ap.parse_args()
     single = any((args.jsonl, args.replay, args.redis_url, args.synthetic))
     runs: list[tuple[str, argparse.Namespace]] = []
@@ -252,7 +254,7 @@ def main() -> None:
             drift[real[-1][0]] = (float(np.median(prompts[:k])), float(np.median(prompts[k:])))
         for r in table[-2:]:
             print("| " + " | ".join(str(x) for x in r) + " |", flush=True)
-    if single and not args.write:
+    if not args.record:
         return
 
     def txt(rs: list[tuple[str, AccuracyReport]]) -> str:

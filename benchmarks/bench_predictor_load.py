@@ -2,10 +2,10 @@
 
 Arrivals are binned into planner intervals; each predictor forecasts every bin's
 request rate and mean prompt length one step ahead (what the planner does), and we
-report MAE, MAPE and bias (forecast - actual: positive = over-provisioning). Writes the
-``load_predictors`` results section.
+report MAE, MAPE and bias (forecast - actual: positive = over-provisioning).
+``--record`` writes the ``load_predictors`` results section.
 
-    .venv/bin/python benchmarks/bench_predictor_load.py
+    .venv/bin/python benchmarks/bench_predictor_load.py --record
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ def main() -> None:
     )
     ap.add_argument("--intervals", default="10,60")
     ap.add_argument("--season-length", type=int, default=0)
+    ap.add_argument(
+        "--record", action="store_true", help="write benchmarks/results/load_predictors.json"
+    )
     args = ap.parse_args()
     params = LoadPredictorParams(season_length=args.season_length)
     default = ScaleParams().load_predictor
@@ -124,7 +127,8 @@ def main() -> None:
         ],
         order=55,
     )
-    print(write_result(result))
+    if args.record:
+        print(write_result(result))
 
 
 if __name__ == "__main__":
