@@ -1,56 +1,12 @@
 """P/D mode of ``slaplane profile``: what a prefill/decode pair costs beyond a plain server.
 
-A P/D deployment is not two plain servers. With vLLM's KV connectors the prefill
-worker writes every prompt's KV (ExampleConnector: safetensors per layer, inside
-the forward step), and the decode worker loads it *inside its own forward step*, so
-every stream running on the decode engine waits for the load. On a small box the
-engines also share cores. Measured against a real pair, relative to a plain
-profile of the same model (``--base-profile``):
-
-``pd_save`` (1, L)
-    what saving the KV adds to a prefill: ``max_tokens=1`` requests of L tokens to the
-    prefill worker, alternately plain and with ``do_remote_decode``, under the same
-    load; the ``kv_save`` row = median(remote) - median(plain), floored at 0. (The
-    first version, ``pd_prefill``, subtracted the *idle* base profile's
-    ``prefill_ms(L)`` from the remote median, so under ``--co-load`` it charged the
-    other engine's interference to the connector: 27 / 927 / 150 / 1,635 ms at 300 /
-    700 / 1,400 / 2,000 tokens on a quiet host where the paired difference is ~0.
-    Old points files with ``pd_prefill`` rows are still read that way.)
-``pd_join`` (b, L)
-    per round: ``b`` background streams of ``decode_tokens`` tokens on the decode
-    worker; once all are decoding, the decode worker's own ``/metrics`` are read
-    around a quiet window (mean inter-token latency = the batch's step) and around
-    ``joins`` requests whose L-token prompt was prefilled on the prefill worker,
-    joining one after another with ``max_tokens=1`` (the engine's prefill time of
-    each = the one step that admits it and loads its KV). Joined step minus batch
-    step is how much one remote-KV admission stretches every co-running stream: the
-    ``kv_load`` row. Engine-side timestamps keep the API server's delivery bursts
-    and a 2-s window of a busy host's noise out of a 20-100 ms signal (the first
-    version took the difference of whole-batch end times and was ±100 ms). It
-    includes the joiner's own decode slot and the prompt tail the connector does
-    not move (ExampleConnector moves whole 128-token blocks of ``L - 1`` tokens, the
-    decode worker recomputes the rest: use lengths that are not multiples of 128
-    so the tail is typical). A round where a background stream ended inside the
-    window, or a join did not land in it, is re-run.
-``pd_decode`` (b, c)
-    decode step time on the decode worker (the differential of ``measure.py``),
-    divided by the base profile's ``decode_ms(b, c)``: the median ratio is the
-    profile's ``decode_scale`` (engines sharing cores run their steps slower).
-``pd_remote`` (1, L)
-    idle TTFT at the decode worker of a remote-KV request (after the prefill
-    hand-off), reported only: minus ``decode_ms(1, L) + kv_load_ms(L)`` it is the
-    off-engine hand-off overhead (HTTP, connector look-up), which the replay's
-    ``--kv-transfer-ms`` models.
-
-``--co-load`` keeps the other engine busy while each point is measured (back-to-back
-prefills on the prefill worker while decode points run, decode streams on the decode
-worker while prefill points run): under traffic both engines work at once, and on
-a box whose cores they share with their API servers, a gateway and a client, each
-runs slower than beside an idle partner.
-
-The written profile is the base profile's text (header and rows byte-identical,
-only ``name`` changed and ``decode_scale`` added) followed by the ``kv_save`` and
-``kv_load`` rows; ``controlplane.profiles`` fits each to ``base + per_token x tokens``.
+A P/D pair is not two plain servers: the prefill worker's KV connector saves every
+prompt's KV inside its forward step, the decode worker loads it inside its own step
+(stalling every co-running stream), and engines sharing cores run slower. Measured
+against a live pair and relative to ``--base-profile``, these become the profile's
+``kv_save`` / ``kv_load`` rows and ``decode_scale``. The points (``pd_save``,
+``pd_join``, ``decode_pd``, ``pd_remote``), ``--co-load`` and the output format:
+``docs/pd-profiling.md``.
 """
 
 from __future__ import annotations
@@ -148,7 +104,7 @@ async def _join_round(
     decode_tokens: int,
     seed: int,
 ) -> float | None:
-    """One round of ``pd_join`` (see the module doc): ms by which the step admitting a
+    """One round of ``pd_join`` (``docs/pd-profiling.md``): ms by which the step admitting a
     remote-KV request exceeds the background batch's own step, or None when the joins
     did not all run while the whole background batch was decoding."""
     handles = []
@@ -258,7 +214,7 @@ async def measure_pd(
     seed: int,
     with_co_load: bool = False,
 ) -> Result:
-    """Measure one P/D point (see the module doc); latency_ms is the raw median. With
+    """Measure one P/D point (``docs/pd-profiling.md``); latency_ms is the raw median. With
     ``with_co_load`` the other engine is kept busy meanwhile (``co_load``), except for
     the report-only ``pd_remote``."""
     if with_co_load and point.phase != "pd_remote":

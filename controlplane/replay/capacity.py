@@ -1,117 +1,12 @@
-"""Capacity bound: the most requests/s a cluster could serve within SLA if
-scheduling were perfect, from the latency profile alone.
+"""Capacity bound: the most requests any scheduler could serve within SLA on a cluster
+shape, from the latency profile alone; replay reports put every policy against it.
 
-Derivation (a fluid upper bound; every approximation is in the optimistic direction
-except where noted):
-
-1. Perfect prefix reuse: a request's cached prefix is every leading ``hash_id``
-   block seen earlier in the trace (an infinite cache); uncached tokens
-   ``u = max(1, prompt - cached)``.
-2. Feasibility: a request can meet its SLA at all only if, alone on idle workers,
-   ``prefill_ms(u) ≤ ttft_ms`` and ``decode_ms(1, prompt) ≤ itl_ms``. Infeasible
-   requests count as misses for any scheduler; ``feasible_ratio`` is the share left.
-3. Prefill work: a prefill GPU never beats its peak throughput
-   ``τ = max_{t ≤ max_num_batched_tokens} t / prefill_ms(t)`` (a full chunked-prefill
-   batch), so request *i* costs at least ``u_i / τ`` GPU-ms.
-4. Decode work: at context ``c_i = prompt + output/2`` (the mean over its decode),
-   the largest batch that keeps the step within the tenant's ITL is
-   ``B* = max{B ≤ max_num_seqs, B·c_i ≤ KV capacity : decode_ms(B, c_i) ≤ itl_ms}``,
-   the cheapest per-token cost that meets the SLA is ``decode_ms(B*, c_i) / B*``,
-   and request *i* costs ``(output_i - 1)`` such tokens. (Batching only requests of
-   equal context is the approximation here.)
-5. Throughput: with N prefill and M decode GPUs, feasible requests per second are at
-   most ``min(N / mean prefill cost, M / mean decode cost)``; with K mixed workers,
-   ``K / mean(prefill + decode cost)`` (a chunked step costs about the sum of its
-   parts); with a planner splitting G GPUs freely, ``G / mean(prefill + decode)``
-   (the best split of step 5's first form).
-
-A perfect scheduler at offered rate R therefore gets goodput ``min(f·R, C)`` with f
-the feasible ratio and C the capacity, and keeps ≥ 90 % attainment up to
-``R = C / 0.9`` (when f ≥ 0.9): that is the *fluid* bound (``fluid_bound_scale``).
-It is loose by construction: it only looks at mean load, so a trace whose 1-s peaks
-are 25x its mean (Azure) is judged as if arrivals were smooth.
-
-Burst-aware bound (``burst_met``, ``sweep_bound_scale``, ``goodput_bound_rps``): the
-most requests that could meet their SLA at a given rate scale, on the actual arrival
-times. It keeps steps 1-2 (perfect cache, per-request feasibility) and adds:
-
-6. Prefill as one pooled, preemptive server. Request *i* arrives at ``r_i`` and must
-   have its prefill done by ``d_i = r_i + TTFT``; it needs ``u_i / τ`` GPU-ms, and
-   the N prefill GPUs together are one server of speed N (a job may use all of them
-   at once, be preempted and resumed for free). Every real schedule is a schedule of
-   this server (a GPU never beats τ, the cache never beats step 1), so the most jobs
-   the server can finish by their deadlines is an upper bound on the requests any
-   router/scheduler can prefill in time. With one TTFT target for all requests the
-   deadlines are ordered like the arrivals ("agreeable"), and the maximum number of
-   on-time jobs is found exactly by Kise-Ibaraki-Mine (1978), Moore-Hodgson with
-   release dates: take jobs in arrival order, run the kept ones first-come first-served
-   and, when the new one would be late, drop the kept job whose removal makes the
-   kept set finish earliest (exactly one drop restores feasibility). With several
-   TTFT targets every deadline is relaxed to the largest one (more slack, still an
-   upper bound, and agreeable again).
-7. Decode as one pooled server of M GPUs: request *i* needs
-   ``(output_i - 1) x cheapest per-token cost within its ITL`` (step 4) and cannot
-   finish later than ``r_i + TTFT + (output_i - 1) x ITL``; the most requests whose
-   decode work fits in M x (last such deadline - first arrival) — cheapest first —
-   bounds the decode side (a fluid bound over the whole replay, so it is the looser
-   half; on these traces prefill binds).
-8. Mixed workers (K of role ``both``) or a free split of G GPUs: each pool gets all
-   K (G) GPUs — each a relaxation — and prefill + decode work together must also
-   fit in K (G) x horizon.
-9. A P/D cluster (N prefill + M decode) where the router may prefill on a decode
-   worker (conditional disaggregation, ``routers/local_prefill.py``; the ``sla``
-   policy's default): prefill gets all N + M GPUs, decode its M, and both together
-   must fit in (N + M) x horizon. Without it (``local_prefill=False``) prefill gets
-   its N only; that tighter bound is invalid for a policy that prefills locally,
-   which is why the replay uses the looser one whenever any policy may.
-
-A request meets its SLA only if it is in both the prefill and the decode sets, so
-``min(prefill on time, decode fits)`` bounds the count; attainment bound = that / n.
-The sweep bound is the highest rate scale with bound attainment ≥ 90 %, found by
-bisection as ``--sweep-rate`` does. What the relaxations give away (why a real
-scheduler stays below it): per-worker queues instead of one pooled server, a request
-prefilled at the speed of N GPUs, every cache hit that any worker ever saw, decode
-starting at arrival, no KV-capacity or max_num_seqs limits on prefill, and
-clairvoyance (step 6 drops the requests that cost most, knowing every later arrival).
-
-10. Online reference (``online_met``, ``online_reference_scale``; an *estimate*, not a
-    bound): the same inputs, but prefill on the prefill-capable GPUs as separate
-    servers (one GPU per request, peak τ), each arrival sent to the GPU that frees
-    first and admitted only if it then finishes by arrival + TTFT, else dropped at
-    once — a router that knows every request's size and the exact queues but not
-    the future. Its kept jobs are a schedule of the step-6 server, so it never
-    exceeds the bound; the gap bound → reference is what clairvoyance is worth, the
-    gap reference → a policy is what the replayed system loses (per-engine chunking
-    into 8k-token steps at 41 instead of 48 tok/ms, decode interference, imperfect
-    admission, real cache), not looseness of the bound.
-
-Checked and *not* used, because they are not provably valid or do not tighten it:
-
-* A TPOT-aware limit on decode-GPU prefill (prefill at most
-  ``τ_itl = max_t t / step(t)`` over chunks whose mixed step meets the ITL while the
-  GPU has decode streams). Invalid as stated: the SLA is on each request's *mean*
-  TPOT (``accounting.py``), so a long step can be paid for by shorter ones. The valid
-  form — every stream's steps sum to at most ``(output - 1) x ITL``, i.e.
-  ``Σ_steps batch x duration ≤ Σ_i (output_i - 1) x ITL_i`` — caps decode-active time
-  from above, never from below, so beyond the decode work already charged in steps
-  8-9 it removes no prefill capacity. Numerically it would not matter either: τ peaks
-  at a 1,536-token chunk (32 ms), so with one decode stream τ_itl / τ is 0.996 at a
-  50 ms ITL and 0.977 at 25 ms (h100 profile); larger batches lose more only through
-  their decode time, which step 9 already counts.
-* A per-request speed cap (one GPU per prefill) on the pooled server: the exact
-  Kise-Ibaraki-Mine count no longer applies (parallel machines with release dates is
-  NP-hard), and on these traces it could not move the bound much — the online
-  reference on *separate* GPUs already gets 72-93 % of it.
-* A cache-capacity-aware credit: a valid one exists (each hit needs its block held
-  in the union of all workers' KV from ``r_prev + TTFT`` to ``r_i`` at least, and the
-  most such holding intervals with ≤ K blocks at a time is Belady's count), but it
-  bounds only the total hits, not which request gets them, so it enters as a fluid
-  constraint over the horizon; on the Mooncake trace (2P+2D, local prefill, rate
-  scales 2-20) it never bound where the step-6 count did.
-* The cached-prefix attention cost (``prefill_with_prefix`` rows): in the step model a
-  chunk below the profile's grid pays almost none of it, so the cheapest chunking of a
-  request depends on what else shares its steps; a valid per-request charge would
-  have to follow the engine's chunking rule, so none is made (optimistic, valid).
+It must be an upper bound in every shape, so each relaxation is optimistic (perfect
+prefix cache, one pooled preemptive prefill server, clairvoyant drops, fluid decode)
+and each GPU-ms charged is at most what the sim engine's step rule spends: a prefill
+beside a decode step is charged only what it adds, the step's fixed cost being paid
+once (``PrefillCosts``). The derivation (steps 1-10, named in the code), what each
+relaxation gives away and what was tried and not used: ``docs/capacity-bound.md``.
 """
 
 from __future__ import annotations
@@ -150,6 +45,9 @@ class BurstInputs:
     """Prefill and decode share GPUs (mixed workers, a free split, or local prefill)."""
     shared_gpus: int = 0
     """GPUs the combined prefill + decode work must fit on when ``shared``."""
+    shared_prefill_ms: np.ndarray | None = None
+    """GPU-ms of each request's prefill in the combined constraint: its cost beside a
+    decode step, whose fixed cost the decode work already pays (None = ``prefill_ms``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +65,8 @@ class Capacity:
     base_rps: float = 0.0
     """Offered rate of the trace at scale 1 (requests / first-to-last arrival span)."""
     span_s: float = 0.0
+    mean_prefill_beside_decode_gpu_ms: float = 0.0
+    """Mean prefill charge where a GPU may prefill beside its decode steps (step 8)."""
 
     def fluid_bound_scale(self, base_rps: float, target: float = 0.9) -> float:
         """Highest rate scale the fluid (mean-load) bound allows at ``target``."""
@@ -219,6 +119,7 @@ class Capacity:
             "peak_prefill_tokens_per_ms": self.peak_prefill_tokens_per_ms,
             "mean_prefill_gpu_ms": self.mean_prefill_gpu_ms,
             "mean_decode_gpu_ms": self.mean_decode_gpu_ms,
+            "mean_prefill_beside_decode_gpu_ms": self.mean_prefill_beside_decode_gpu_ms,
             "gpus": self.gpus,
             "shape": self.shape,
             "fluid_bound_rate_scale": self.fluid_bound_scale(self.base_rps),
@@ -323,7 +224,8 @@ def _burst_met(b: BurstInputs, rate_scale: float, online: bool = False) -> int:
     met = min(pre, dec)
     if b.shared:
         both = b.shared_gpus or b.decode_gpus
-        met = min(met, _fluid_fits(b.prefill_ms + b.decode_ms, both * horizon))
+        pf = b.prefill_ms if b.shared_prefill_ms is None else b.shared_prefill_ms
+        met = min(met, _fluid_fits(pf + b.decode_ms, both * horizon))
     return met
 
 
@@ -368,6 +270,72 @@ def peak_prefill_tokens_per_ms(profile: Profile) -> float:
     budget = profile.max_num_batched_tokens
     pts = [t for t in profile.prefill_tokens if t <= budget] + [float(budget)]
     return max(t / profile.prefill_ms(t) for t in pts if t > 0)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillCosts:
+    """Least GPU-ms and time any engine schedule spends on a prompt of ``u`` uncached
+    tokens (steps 2, 3 and 8), from the step rule of ``workers/sim/engine.py``.
+
+    A step that prefills ``T`` tokens lasts ``prefill_ms(T)`` alone and adds
+    ``prefill_ms(T) - base_step_ms`` to a decode step (the fixed cost is paid once per
+    step). A request's chunk of ``c`` of those tokens is charged its share ``c / T``:
+    at least ``c x rate(c)``, ``rate(y)`` the least per-token cost of a step of
+    ``T ≥ y`` tokens. A prompt is cut only when a step's token budget runs out, so all
+    its chunks but the last are in steps of at least ``split = budget - max_num_seqs``
+    prefill tokens: the charge is the least ``(u - y) x rate(split) + y x rate(y)``
+    over the last chunk ``y``."""
+
+    budget: int
+    split: int
+    step_ms: np.ndarray
+    """``prefill_ms(T)`` for T = 0..budget (T = 0 priced as 1)."""
+    alone: tuple[np.ndarray, np.ndarray]
+    """Steps without decodes: (``rate(y)``, ``min over y' ≤ y of y' x (rate(y') -
+    rate(split))``), indexed by y = 0..budget."""
+    beside: tuple[np.ndarray, np.ndarray]
+    """The same for what a prefill adds to a decode step."""
+
+    @classmethod
+    def of(cls, profile: Profile) -> PrefillCosts:
+        budget = max(1, profile.max_num_batched_tokens)
+        split = max(1, budget - profile.max_num_seqs)
+        tokens = np.arange(budget + 1, dtype=np.float64)
+        tokens[0] = 1.0
+        step = np.array([profile.prefill_ms(t) for t in tokens.tolist()])
+
+        def tables(per_token: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            rate = np.minimum.accumulate(per_token[::-1])[::-1]  # min over T ≥ y
+            gain = np.arange(budget + 1) * (rate - rate[split])
+            return rate, np.minimum.accumulate(gain)
+
+        beside = np.maximum(step - profile.base_step_ms, 0.0)
+        return cls(budget, split, step, tables(step / tokens), tables(beside / tokens))
+
+    def _charge(self, u: int, tables: tuple[np.ndarray, np.ndarray]) -> float:
+        rate, gain = tables
+        return float(u * rate[self.split] + gain[min(u, self.budget)])
+
+    def alone_ms(self, u: int) -> float:
+        """GPU-ms of ``u`` tokens in steps that may run without decodes (step 3)."""
+        return self._charge(u, self.alone)
+
+    def beside_decode_ms(self, u: int) -> float:
+        """GPU-ms ``u`` tokens add to steps that also decode (step 8)."""
+        return self._charge(u, self.beside)
+
+    def min_ttft_ms(self, u: int) -> float:
+        """Least time from arrival to first token (step 2): the prompt's steps run one
+        after another, so at least its ``alone_ms`` share of them, and at least ``k``
+        steps that cut it (``split`` tokens or more each) plus the last chunk's step."""
+        b = self.budget
+        k_min = max(0, -(-(u - b) // b))
+        k_max = max(k_min, -(-(u - 1) // b))
+        steps = min(
+            k * float(self.step_ms[self.split]) + float(self.step_ms[max(1, u - k * b)])
+            for k in range(k_min, k_max + 1)
+        )
+        return max(steps, self.alone_ms(u))
 
 
 def uncached_tokens(reqs: Sequence[TraceRequest], block_tokens: int) -> list[int]:
@@ -425,22 +393,25 @@ def capacity_bound(
     if len(reqs) != len(slas) or not reqs:
         raise ValueError("need one SLA per request and at least one request")
     tau = peak_prefill_tokens_per_ms(profile)
+    chunks = PrefillCosts.of(profile)
     per_token = _decode_cost_fn(profile)
     limit = min(profile.max_model_len, profile.kv_capacity_tokens)
     pf_cost: list[float] = []
+    pf_beside: list[float] = []
     dc_cost: list[float] = []
     arrival: list[float] = []
     dc_slack: list[float] = []
     ttft_max = 0.0
     for r, u, sla in zip(reqs, uncached_tokens(reqs, block_tokens), slas, strict=True):
-        if r.prompt_tokens + r.output_tokens > limit or profile.prefill_ms(u) > sla.ttft_ms:
+        if r.prompt_tokens + r.output_tokens > limit or chunks.min_ttft_ms(u) > sla.ttft_ms:
             continue
         ctx = r.prompt_tokens + r.output_tokens // 2
         # Round the context to 64 tokens so the memo stays small; cost is smooth in it.
         cost = per_token(float(sla.itl_ms), max(64, (ctx // 64) * 64))
         if cost is None:
             continue
-        pf_cost.append(u / tau)
+        pf_cost.append(chunks.alone_ms(u))
+        pf_beside.append(chunks.beside_decode_ms(u))
         dc_cost.append(max(0, r.output_tokens - 1) * cost)
         arrival.append(r.arrival_s * 1000.0)
         dc_slack.append(sla.ttft_ms + max(0, r.output_tokens - 1) * sla.itl_ms)
@@ -454,6 +425,7 @@ def capacity_bound(
             0.0, 0.0, 0.0, 0.0, tau, 0.0, 0.0, 0, "none feasible", None, base_rps, span_s
         )
     mp = sum(pf_cost) / len(pf_cost)
+    mb = sum(pf_beside) / len(pf_beside)
     md = sum(dc_cost) / len(dc_cost)
     per_s = 1000.0
     order = np.argsort(np.asarray(arrival), kind="stable")
@@ -470,26 +442,35 @@ def capacity_bound(
             decode_gpus=d_gpus,
             shared=shared,
             shared_gpus=shared_gpus,
+            shared_prefill_ms=np.asarray(pf_beside)[order] if shared else None,
         )
+
+    def rps(gpus: int, work_ms: float) -> float:
+        return gpus * per_s / work_ms if work_ms > 0 else float("inf")
 
     if gpu_budget is not None or workers > 0:
         g = gpu_budget if gpu_budget is not None else workers
-        cap = g * per_s / (mp + md)
+        # step 8: prefill alone at most as fast as a GPU prefills, and with decode
+        # as fast as it prefills beside decode steps
+        cap = rps(g, max(mp, mb + md))
         shape = f"{g} GPUs, free split" if gpu_budget is not None else f"{g} mixed"
         return Capacity(
-            cap, cap, cap, feasible, tau, mp, md, g, shape, burst(g, g, True), base_rps, span_s
-        )
+            cap, cap, cap, feasible, tau, mp, md, g, shape, burst(g, g, True), base_rps,
+            span_s, mb,
+        )  # fmt: skip
     g = prefill + decode
-    d_rps = decode * per_s / md if md > 0 else float("inf")
+    d_rps = rps(decode, md)
     if local_prefill and decode > 0:
-        # step 9: decode work needs its M GPUs; the rest of all N + M can prefill
-        p_rps = g * per_s / (mp + md) if mp + md > 0 else float("inf")
+        # step 9: decode work needs its M GPUs; the rest of all N + M can prefill (a
+        # prefill GPU's step costs at least what it would add beside decodes)
+        p_rps = rps(g, max(mp, mb + md))
         return Capacity(
             min(p_rps, d_rps), p_rps, d_rps, feasible, tau, mp, md, g,
             f"{prefill}P+{decode}D, local prefill", burst(g, decode, True, g), base_rps, span_s,
+            mb,
         )  # fmt: skip
-    p_rps = prefill * per_s / mp if mp > 0 else float("inf")
+    p_rps = rps(prefill, mp)
     return Capacity(
         min(p_rps, d_rps), p_rps, d_rps, feasible, tau, mp, md, g,
-        f"{prefill}P+{decode}D", burst(prefill, decode, False), base_rps, span_s,
+        f"{prefill}P+{decode}D", burst(prefill, decode, False), base_rps, span_s, mb,
     )  # fmt: skip

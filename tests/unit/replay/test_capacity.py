@@ -37,10 +37,15 @@ def test_pd_bound_by_hand() -> None:
     assert cap.feasible_ratio == 1.0
     more = capacity_bound(reqs, [SLA] * 10, PROFILE, prefill=3, decode=1, local_prefill=False)
     assert more.capacity_rps == pytest.approx(60.0)  # still prefill-bound, 3x
+    # Mixed: a decode step's fixed 10 ms is paid once per step, so beside decodes a
+    # prompt costs prefill_ms - 10 (cheapest cut: 900 tokens in a full 992-token step,
+    # the last 100 free) = 35.97 ms, + 12.5 ms of decode < 50 ms of prefill alone.
     mixed = capacity_bound(reqs, [SLA] * 10, PROFILE, workers=2)
-    assert mixed.capacity_rps == pytest.approx(2000.0 / 62.5)
+    beside = 900 * (40 * 892 / 900) / 992  # prefill_ms(992) - 10 = 40 x 892 / 900
+    assert mixed.mean_prefill_beside_decode_gpu_ms == pytest.approx(beside)
+    assert mixed.capacity_rps == pytest.approx(2000.0 / 50.0)
     free = capacity_bound(reqs, [SLA] * 10, PROFILE, gpu_budget=4)
-    assert free.capacity_rps == pytest.approx(4000.0 / 62.5)
+    assert free.capacity_rps == pytest.approx(4000.0 / 50.0)
 
 
 def test_tight_itl_lowers_decode_capacity() -> None:
@@ -169,7 +174,8 @@ def test_local_prefill_lets_decode_gpus_prefill() -> None:
     pd = capacity_bound(reqs, [SLA] * 10, PROFILE, prefill=1, decode=1, local_prefill=False)
     lp = capacity_bound(reqs, [SLA] * 10, PROFILE, prefill=1, decode=1)
     free = capacity_bound(reqs, [SLA] * 10, PROFILE, gpu_budget=2)
-    assert lp.capacity_rps == pytest.approx(2000.0 / 62.5)  # (N + M) / (prefill + decode)
+    # (N + M) / max(prefill alone, prefill beside decode + decode): 50 vs 35.97 + 12.5 ms
+    assert lp.capacity_rps == pytest.approx(2000.0 / 50.0)
     assert pd.capacity_rps < lp.capacity_rps <= free.capacity_rps
     # the burst one prefill server cannot serve: two GPUs can prefill it together
     burst = [TraceRequest(i, 0.0, 1000, 11) for i in range(10)] + [TraceRequest(10, 9.0, 1, 2)]

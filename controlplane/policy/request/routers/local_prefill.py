@@ -1,48 +1,12 @@
 """Conditional disaggregation ("local prefill"): when a decode worker prefills itself.
 
-A P/D decision sends the prompt to a prefill worker and the KV to a decode worker.
-When the prefill pool is the bottleneck (long prompts, short outputs: the Azure code
-trace) the decode workers sit mostly idle, yet every work-conserving policy still
-queues every prompt on the two prefill workers. The peers' answer is to let the
-decode worker compute some prompts itself, in chunks mixed into its decode steps
-(vLLM's chunked prefill): NVIDIA Dynamo's disagg router prefills locally when the
-uncached prompt is short or the prefill queue is long; llm-d's selective P/D
-(pd-profile-handler) skips the prefill hop below a prompt-length threshold.
-
-A local decision is a ``RouteDecision`` with ``prefill=None`` and ``mode="local"``:
-one hop, the decode worker computes the prompt (the path the gateway, the replay
-driver and the sim engine already take when no prefill worker is left).
-
-Modes (``LocalPrefillParams.mode``; the policy's default when unset: ``predictive``
-for ``sla``, ``never`` for the baselines, which stay plain P/D as peers deploy them):
-
-- ``never``: always P/D.
-- ``threshold`` (Dynamo's rule): local when the prompt's uncached tokens on the chosen
-  decode worker are at most ``max_local_prefill_length``, or when the prefill pool's
-  queue (requests sent to prefill workers and not started) reaches
-  ``max_prefill_queue_size``. No latency model, no TPOT guard.
-- ``predictive``: only when the P/D path's predicted TTFT is at risk (above
-  ``risk_ratio`` x the TTFT target). Then each decode candidate is predicted twice:
-
-  * local TTFT = its queued prompt tokens / drain rate + the uncached prompt's prefill
-    (prefix overlap from the PrefixIndex for that worker) + one decode step's extra
-    time per chunk (steps are mixed; chunk = step budget - running decodes);
-  * TPOT of the requests decoding there: every prefill millisecond stalls each of
-    them. Two regimes, the worse one counts: a burst (all prefill queued there plus
-    this prompt, spread over the inter-token gaps of a short request: ``spread_tokens``,
-    by default the ``spread_quantile`` of recent requests' max_tokens) and a sustained
-    duty cycle (prefill ms sent there recently, decayed over ``window_ms``, as a
-    fraction f of the worker's time: step / (1 - f)). It must stay under
-    ``itl_margin`` x the tightest ITL target recently routed to that worker.
-
-  The candidate must also have KV room for prompt + max_tokens below
-  ``kv_max_usage``. The fastest candidate that passes goes local if its TTFT is within
-  ``ttft_margin`` x the target and at least ``min_gain`` faster than P/D; otherwise
-  (ties included) the request stays P/D. So work never moves to where it would miss.
-
-The predictive rule's state (recent local prefill per decode worker, recent ITL
-targets, recent max_tokens) is updated in ``commit``, which the Router calls from
-``observe``: only for requests really dispatched, never for re-judged held ones.
+When the prefill pool is the bottleneck the decode workers sit mostly idle, so, as
+Dynamo's disagg router and llm-d's selective P/D do, a decode worker may compute a
+prompt itself in chunks mixed into its decode steps (``RouteDecision`` with
+``prefill=None``, ``mode="local"``). Modes ``never`` / ``threshold`` (Dynamo's rule) /
+``predictive`` (``sla``'s default: local only when P/D's TTFT is at risk and the
+decode worker's TPOT and KV stay within their targets). The rule, its predictions and
+its state: ``docs/local-prefill.md``.
 """
 
 from __future__ import annotations
