@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from controlplane.policy.predictor import ProfilePredictor
@@ -141,6 +141,9 @@ class ReplayDriver:
     ) -> None:
         if len(tenants) != len(trace.requests):
             raise ValueError("need one tenant per trace request")
+        if trace.block_tokens and trace.block_tokens != cfg.engine.hash_block_tokens:
+            # one hash id covers the trace's block, not the engine default's 512 tokens
+            cfg = replace(cfg, engine=replace(cfg.engine, hash_block_tokens=trace.block_tokens))
         self.cfg = cfg
         self.trace = trace
         self.tenants = tenants

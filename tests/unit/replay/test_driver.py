@@ -254,3 +254,16 @@ def test_a_late_newcomer_displaces_a_larger_unstarted_request(displace: bool) ->
     else:
         assert big.status == OK and big.met
         assert (small.status, small.reason) == (REJECTED, "hopeless")
+
+
+def test_hash_ids_cover_the_traces_block_not_the_engine_default() -> None:
+    """A trace whose hash ids each stand for 256 tokens: the engines must cache 256 tokens
+    per id (they assumed 512, which made the replay beat the capacity bound)."""
+    reqs = tuple(TraceRequest(i, i * 0.5, 768, 4, hash_ids=(1, 2, 3)) for i in range(3))
+    sla = TenantSLA(tenant="t", ttft_ms=60_000, itl_ms=1_000)
+    cfg = ReplayConfig(policy="round_robin", shape=ClusterShape(0, 0, 1), profile=H100)
+    drv = ReplayDriver(cfg, Trace("blocks256", reqs, block_tokens=256), ["t"] * 3, {"t": sla})
+    assert drv.cfg.engine.hash_block_tokens == 256
+    # the repeats hit two whole 256-token blocks (the last block is always computed); with
+    # 512-token ids only one id would fit in 768 tokens, and that one is the last block
+    assert [o.cached_tokens for o in drv.run().outcomes] == [0, 512, 512]
