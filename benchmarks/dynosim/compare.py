@@ -1,29 +1,38 @@
-"""slaplane replay vs NVIDIA Dynamo's DynoSim (``python -m dynamo.replay``), side by side.
+"""slaplane replay vs NVIDIA Dynamo's DynoSim (``python -m dynamo.replay``), like for like.
 
 Both simulators get the same trace, the same per-step latency table (slaplane's
 profile → DynoSim's mocker NPZ via ``make_npz.py``), the same KV capacity, batch
-limits, SLA and GPU count. DynoSim runs round-robin, its KV router, and its
-planner (throughput target, same GPU budget); slaplane runs each routing policy
-without and with its planner. One markdown table per (trace, SLA): attainment,
-goodput, goodput per GPU (goodput / mean GPUs held), wall time.
+limits, SLA and GPU count (4). Each gain is attributed to the layer that made it:
 
-    .venv/bin/python benchmarks/dynosim/compare.py --out benchmarks/dynosim/results.md
+* routing alone (slaplane admission off): slaplane's four routers vs DynoSim's round
+  robin and KV router;
+* + admission: slaplane's SLA admission (DynoSim has none);
+* + planner: slaplane's planner / DynoSim's planner (throughput target, KV router),
+  both under the same 4-GPU budget;
 
-DynoSim lives in its own venv (``~/.cache/slaplane/dynamo-venv``, ai-dynamo==1.4.2).
+each on 2P+2D disaggregated workers and on 4 aggregated ones (slaplane role ``both``),
+so slaplane is held against DynoSim's *best* configuration, not only its P/D one. A
+third P/D column runs slaplane with DynoSim 1.4.2's prefill hold modelled
+(``emulate.py``: its prefill worker generates the whole planned output before the
+hand-off, a bug fixed upstream in ai-dynamo/dynamo PR #13052), which tells how much of
+the P/D gap is that bug. ``perrequest.py`` explains it request by request.
+
+Writes ``benchmarks/results/dynosim.json`` (section ``dynosim`` of the results page:
+one headline row per trace x SLA, one compact table per trace) and the full tables
+plus the per-request analysis to ``--out`` (``benchmarks/dynosim/results.md``).
+
+    .venv/bin/python -m benchmarks.dynosim.compare --physics mocker
 
 Physics (``--physics``). The mocker's prefill table is 1-D: a step costs
 ``prefill_ms(tokens in the step)`` whatever is already in KV, so a 40k prompt chunked
-at 8,192 costs 5 x ~200 ms = 985 ms, while slaplane's engine adds the attention over
+at 8,192 costs 5 x ~200 ms = 977 ms, while slaplane's engine adds the attention over
 the cached prefix from the profile's ``prefill_with_prefix`` rows (1,495 ms, as the
-one-piece row says: 1,482 ms). On Mooncake that is 1,438 vs 2,028 prefill GPU-s, i.e.
-the two prefill workers at 70 % vs 99 % utilisation for the same trace. So:
+one-piece row says: 1,482 ms). So:
 
-* ``mocker`` (default): slaplane runs on a copy of the profile without the
-  ``prefill_with_prefix`` rows: both simulators charge every step the same
+* ``mocker`` (default, the comparison): slaplane runs on a copy of the profile without
+  the ``prefill_with_prefix`` rows: both simulators charge every step the same
   ``prefill_ms(tokens)`` / ``decode_ms(batch, ctx)``, identical physics;
-* ``unchunked``: both get ``max_num_batched_tokens = max_model_len`` (a lone prompt is
-  one step priced by the one-piece row, which includes its attention; slaplane still
-  adds prefix attention after a cache hit, the mocker does not);
+* ``unchunked``: both get ``max_num_batched_tokens = max_model_len``;
 * ``profile``: the profile as shipped (what the replay CLI uses): different physics.
 """
 
@@ -31,26 +40,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import sys
 import tempfile
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+if str(Path(__file__).resolve().parents[2]) not in sys.path:  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.dynosim import dynamo_run
+from benchmarks.dynosim.emulate import run_traced
+from benchmarks.results_io import Headline, Result, Table, write_result
 from controlplane.profiles import load_profile, profile_path
 from controlplane.replay.control import planner_factory
 from controlplane.replay.experiment import Options, build_experiment
-from controlplane.replay.runner import run_once
+from controlplane.replay.traces import read_trace
 
 ROOT = Path(__file__).resolve().parents[2]
-DYN_PY = Path.home() / ".cache/slaplane/dynamo-venv/bin/python"
 MOONCAKE = ROOT / "data/traces/synthetic_trace.jsonl"
+AZURE = ROOT / "data/traces/AzureLLMInferenceTrace_code.csv"
 POLICIES = ("round_robin", "least_loaded", "kv_aware", "sla")
+LAYERS = ("routing", "admission", "planner")
+"""routing = admission off; admission = slaplane's SLA admission; planner = + planner."""
+PD, AGG = "2P+2D", "4x"
+DYN, SL, HOLD = "DynoSim", "slaplane", "slaplane + DynoSim's hold"
+COLUMNS = ((DYN, PD), (SL, PD), (HOLD, PD), (DYN, AGG), (SL, AGG))
 
 
 @dataclass(frozen=True)
 class Row:
     system: str
+    shape: str
+    layer: str
     config: str
     attainment: float
     goodput_rps: float
@@ -64,8 +86,6 @@ class Row:
 
 def azure_to_mooncake(src: Path, dst: Path) -> Path:
     """Azure CSV → Mooncake JSONL with unique hash ids (no prefix reuse, as in slaplane)."""
-    from controlplane.replay.traces import read_trace
-
     tr = read_trace(src)
     nxt = 10_000_000
     with dst.open("w") as f:
@@ -108,182 +128,241 @@ def aligned_profile(profile: str, physics: str, work: Path) -> str:
     return str(dst)
 
 
-def engine_args(npz: Path, profile: str, role: str) -> str:
-    p = load_profile(profile)
-    return json.dumps(
-        {
-            "worker_type": role,
-            "planner_profile_data": str(npz),
-            "num_gpu_blocks": p.kv_capacity_tokens // p.block_size,
-            "block_size": p.block_size,
-            "max_num_seqs": p.max_num_seqs,
-            "max_num_batched_tokens": p.max_num_batched_tokens,
-            "max_model_len": p.max_model_len,
-        }
-    )
-
-
-def dynosim(
-    trace: Path, npz: Path, profile: str, p: int, d: int, scale: float, ttft: float, itl: float,
-    mode: str, work: Path,
-) -> Row:  # fmt: skip
-    report = work / f"dyn-{mode}.json"
-    cmd = [
-        str(DYN_PY), "-m", "dynamo.replay", str(trace), "--trace-format", "mooncake",
-        "--num-prefill-workers", str(p), "--num-decode-workers", str(d),
-        "--prefill-engine-args", engine_args(npz, profile, "prefill"),
-        "--decode-engine-args", engine_args(npz, profile, "decode"),
-        "--arrival-speedup-ratio", str(scale), "--sla-ttft-ms", str(ttft),
-        "--sla-itl-ms", str(itl), "--report-json", str(report),
-        "--router-mode", "kv_router" if mode == "kv_router" else "round_robin",
-    ]  # fmt: skip
-    if mode == "planner":
-        cfg = {
-            "mode": "disagg", "backend": "mocker", "optimization_target": "throughput",
-            "max_gpu_budget": p + d, "min_endpoint": 1, "ttft_ms": ttft, "itl_ms": itl,
-            "throughput_adjustment_interval_seconds": 10,
-        }  # fmt: skip
-        cmd += ["--planner-config", json.dumps(cfg)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, check=False)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0 or not report.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"dynamo.replay {mode} failed: {' | '.join(tail)}")
-    r = json.loads(report.read_text())
-    dur_s = r["duration_ms"] / 1000.0
-    gpu_s = r.get("gpu_hours", 0.0) * 3600.0
-    n = r["num_requests"]
-    # DynoSim divides goodput by its own duration (first arrival → last finish);
-    # re-express it over the offered span like slaplane does, for one yardstick.
-    return Row(
-        "DynoSim", mode, r["goodput_completed_requests"] / n,
-        r["goodput_completed_requests"] / span_s(trace, scale), gpu_s / dur_s, wall,
-    )  # fmt: skip
-
-
 def span_s(trace: Path, scale: float) -> float:
-    from controlplane.replay.traces import read_trace
-
     return read_trace(trace).duration_s / scale
 
 
-def slaplane(
-    trace: Path, profile: str, p: int, d: int, scale: float, ttft: float, itl: float,
-    policy: str, planner: bool,
+def dynosim(
+    trace: Path, npz: Path, profile: str, shape: str, router: str, planner: bool,
+    scale: float, ttft: float, itl: float, work: Path,
 ) -> Row:  # fmt: skip
+    sizes = {"prefill": 2, "decode": 2} if shape == PD else {"workers": 4}
+    tag = f"{shape}-{router}-{int(planner)}"
+    r = dynamo_run.run(
+        trace, npz, profile, work, router=router, scale=scale, ttft_ms=ttft, itl_ms=itl,
+        planner=planner, tag=tag, **sizes,
+    ).report  # fmt: skip
+    dur_s = r["duration_ms"] / 1000.0
+    gpu_s = r.get("gpu_hours", 0.0) * 3600.0
+    n = r["num_requests"]
+    met = r["goodput_completed_requests"]
+    # DynoSim divides goodput by its own duration (first arrival → last finish);
+    # re-express it over the offered span like slaplane does, for one yardstick.
+    return Row(
+        DYN, shape, "planner" if planner else "routing",
+        router + (" +planner" if planner else ""), met / n, met / span_s(trace, scale),
+        gpu_s / dur_s, 0.0,
+    )  # fmt: skip
+
+
+def slaplane(
+    trace: Path, profile: str, shape: str, layer: str, policy: str, scale: float,
+    ttft: float, itl: float, hold: bool = False,
+) -> Row:  # fmt: skip
+    planner = layer == "planner"
+    pd = shape == PD
     opts = Options(
-        trace=trace, prefill=p, decode=d, profile=profile, ttft_ms=ttft, itl_ms=itl,
-        planner=planner, gpu_budget=(p + d) if planner else None,
+        trace=trace, profile=profile, ttft_ms=ttft, itl_ms=itl, admission=layer != "routing",
+        planner=planner, gpu_budget=4 if planner else None, prefill=2 if pd else 0,
+        decode=2 if pd else 0, workers=0 if pd else 4,
     )  # fmt: skip
     exp = build_experiment(opts, planner_factory() if planner else None)
-    t0 = time.perf_counter()
-    s, _ = run_once(exp, policy, scale)
-    wall = time.perf_counter() - t0
-    # Same yardstick as DynoSim's: mean GPUs over the offered span (+ drain).
+    s, res, _ = run_traced(exp, policy, scale, hold=hold)
     return Row(
-        "slaplane", policy + (" +planner" if planner else ""), s.attainment, s.goodput_rps,
-        s.mean_gpus, wall,
+        HOLD if hold else SL, shape, layer, policy, s.attainment, s.goodput_rps, s.mean_gpus,
+        res.wall_s,
     )  # fmt: skip
 
 
-def table(rows: list[Row], title: str) -> str:
-    best = {
-        sys_: max((r.per_gpu for r in rows if r.system == sys_), default=0.0)
-        for sys_ in ("DynoSim", "slaplane")
-    }
+def best(rows: Sequence[Row], system: str, shape: str | None = None, layer: str | None = None
+         ) -> Row | None:  # fmt: skip
+    pick = [
+        r for r in rows
+        if r.system == system and (shape is None or r.shape == shape)
+        and (layer is None or r.layer == layer)
+    ]  # fmt: skip
+    return max(pick, key=lambda r: r.per_gpu, default=None)
+
+
+def label(r: Row) -> str:
+    return f"{r.config}, {r.shape}" + (f", {r.layer}" if r.system != DYN else "")
+
+
+def detail_table(rows: Sequence[Row], title: str) -> str:
+    top = {s: best(rows, s) for s in (DYN, SL, HOLD)}
     out = [
         f"### {title}",
         "",
-        "| simulator | configuration | attainment | goodput (req/s) | mean GPUs | goodput/GPU"
-        " | wall (s) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| simulator | shape | layer | configuration | attainment | goodput (req/s) "
+        "| mean GPUs | goodput/GPU | wall (s) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        mark = " **best**" if r.per_gpu == best[r.system] and r.per_gpu > 0 else ""
+        mark = " **best**" if r is top[r.system] else ""
+        wall = f"{r.wall_s:.1f}" if r.wall_s else "-"
         out.append(
-            f"| {r.system} | {r.config}{mark} | {100 * r.attainment:.1f}% | {r.goodput_rps:.3f} "
-            f"| {r.mean_gpus:.2f} | {r.per_gpu:.3f} | {r.wall_s:.1f} |"
+            f"| {r.system} | {r.shape} | {r.layer} | {r.config}{mark} | {100 * r.attainment:.1f}%"
+            f" | {r.goodput_rps:.3f} | {r.mean_gpus:.2f} | {r.per_gpu:.3f} | {wall} |"
         )
-    ratio = best["slaplane"] / best["DynoSim"] if best["DynoSim"] else float("inf")
-    out += ["", f"best slaplane / best DynoSim goodput per GPU: **{ratio:.2f}x**", ""]
-    return "\n".join(out)  # fmt: skip
+    d, s = top[DYN], top[SL]
+    if d is not None and s is not None and d.per_gpu > 0:
+        out += [
+            "",
+            f"best slaplane ({label(s)}) / best DynoSim ({label(d)}) goodput per GPU: "
+            f"**{s.per_gpu / d.per_gpu:.2f}x**",
+        ]
+    return "\n".join([*out, ""])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+def _cell(r: Row | None) -> str:
+    return "-" if r is None else f"{r.per_gpu:.3f} {r.config.removesuffix(' +planner')}"
+
+
+def result(
+    runs: Sequence[tuple[str, float, tuple[float, float], Sequence[Row]]],
+    physics: str,
+    notes: Sequence[str] = (),
+) -> Result:
+    """The page section from the runs: (trace name, scale, (ttft, itl), rows) each."""
+    heads: list[Headline] = []
+    tables: dict[str, list[list[str]]] = {}
+    for name, scale, (ttft, itl), rows in runs:
+        d, s = best(rows, DYN), best(rows, SL)
+        sla = f"{ttft:g}/{itl:g}"
+        if d is not None and s is not None:
+            ratio = s.per_gpu / d.per_gpu if d.per_gpu else float("inf")
+            heads.append(
+                Headline(
+                    question="Does slaplane beat NVIDIA DynoSim's best configuration, like "
+                    "for like?",
+                    metric="goodput per GPU (req/s/GPU), same step tables",
+                    slaplane=f"{s.per_gpu:.3f} ({label(s)})",
+                    baseline=f"{d.per_gpu:.3f} (DynoSim {dynamo_run.VERSION} {label(d)})",
+                    goal="> best DynoSim",
+                    met=s.per_gpu > d.per_gpu,
+                    conditions=f"{name} x{scale:g}, 4 GPUs, TTFT/TPOT {sla} ms, physics "
+                    f"{physics}: {ratio:.2f}x",
+                )
+            )
+        tab = tables.setdefault(f"{name} x{scale:g}", [])
+        for layer in LAYERS:
+            tab.append(
+                [sla, layer, *(_cell(best(rows, sys_, shape, layer)) for sys_, shape in COLUMNS)]
+            )
+    cols = ["TTFT/TPOT ms", "layer", *(f"{sys_} {shape}" for sys_, shape in COLUMNS)]
+    return Result(
+        section="dynosim",
+        title="slaplane vs NVIDIA DynoSim, like for like",
+        question="With identical step physics, trace, SLA and 4 GPUs, how much goodput per "
+        "GPU does each layer (routing, admission, planner) of slaplane add, against "
+        "DynoSim's routers, planner and aggregated workers?",
+        headline=heads,
+        tables=[
+            Table(
+                title=f"{t}: goodput per GPU, best configuration per layer",
+                columns=cols,
+                rows=rows_,
+            )
+            for t, rows_ in tables.items()
+        ],
+        notes=list(notes),
+        order=40,
+    )
+
+
+def combo(
+    mc: Path, native: Path, npz: Path, prof: str, scale: float, ttft: float, itl: float,
+    policies: Sequence[str], work: Path, say: Callable[[str], None],
+) -> list[Row]:  # fmt: skip
+    """Every row of one trace x SLA: DynoSim's 6 configurations, slaplane's policies on
+    each shape and layer (P/D also with DynoSim's hold modelled)."""
+    rows: list[Row] = []
+    for shape in (PD, AGG):
+        for router, planner in (("round_robin", False), ("kv_router", False), ("kv_router", True)):
+            try:
+                rows.append(dynosim(mc, npz, prof, shape, router, planner, scale, ttft, itl, work))
+            except RuntimeError as exc:
+                say(str(exc))
+    say(f"  DynoSim done ({ttft:g}/{itl:g})")
+    for shape in (PD, AGG):
+        for layer in LAYERS:
+            for pol in policies:
+                for hold in (False, True) if shape == PD else (False,):
+                    rows.append(slaplane(native, prof, shape, layer, pol, scale, ttft, itl, hold))
+            say(f"  slaplane {shape} {layer} done")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="h100-llama3.1-8b")
-    ap.add_argument("--prefill", type=int, default=2)
-    ap.add_argument("--decode", type=int, default=2)
     ap.add_argument("--azure-scale", type=float, default=3.0)
     ap.add_argument("--mooncake-scale", type=float, default=1.0)
     ap.add_argument("--physics", choices=("mocker", "unchunked", "profile"), default="mocker")
     ap.add_argument("--traces", default="azure,mooncake", help="comma list: azure,mooncake")
     ap.add_argument("--sla", action="append", default=None, help="TTFT_MS/ITL_MS, repeatable")
+    ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/dynosim/results.md")
-    a = ap.parse_args()
-    slas = [tuple(float(x) for x in s.split("/")) for s in (a.sla or ["2000/50", "500/25"])]
+    ap.add_argument("--no-record", action="store_true", help="do not write results/dynosim.json")
+    a = ap.parse_args(argv)
+    slas = [(float(t), float(i)) for t, i in (s.split("/") for s in a.sla or ["2000/50", "500/25"])]
+    policies = a.policies.split(",")
     from benchmarks.dynosim.make_npz import build
+    from benchmarks.dynosim.perrequest import analyse
 
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    runs: list[tuple[str, float, tuple[float, float], list[Row]]] = []
     sections: list[str] = []
+    why, why_note = "", ""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         prof = aligned_profile(a.profile, a.physics, work)
         npz = build(prof, work / "perf.npz")
-        az = azure_to_mooncake(
-            ROOT / "data/traces/AzureLLMInferenceTrace_code.csv", work / "azure.jsonl"
-        )
+        az = azure_to_mooncake(AZURE, work / "azure.jsonl")
         traces = [
-            ("Azure code", ROOT / "data/traces/AzureLLMInferenceTrace_code.csv", az, a.azure_scale),
-            ("Mooncake synthetic", MOONCAKE, MOONCAKE, a.mooncake_scale),
-        ]  # fmt: skip
+            ("Azure code", AZURE, az, a.azure_scale),
+            ("Mooncake", MOONCAKE, MOONCAKE, a.mooncake_scale),
+        ]
         want = a.traces.split(",")
         traces = [t for t in traces if t[0].split()[0].lower() in want]
         for name, native, mc, scale in traces:
             for ttft, itl in slas:
-                rows: list[Row] = []
-                for mode in ("round_robin", "kv_router", "planner"):
-                    try:
-                        rows.append(
-                            dynosim(
-                                mc,
-                                npz,
-                                prof,
-                                a.prefill,
-                                a.decode,
-                                scale,
-                                ttft,
-                                itl,
-                                mode,
-                                work,
-                            )
-                        )
-                    except RuntimeError as exc:
-                        print(exc)
-                for pol in POLICIES:
-                    for planner in (False, True):
-                        rows.append(
-                            slaplane(
-                                native,
-                                prof,
-                                a.prefill,
-                                a.decode,
-                                scale,
-                                ttft,
-                                itl,
-                                pol,
-                                planner,
-                            )
-                        )
-                shape = f"{a.prefill}P+{a.decode}D"
-                title = (
-                    f"{name} x{scale:g}, {shape}, TTFT {ttft:g} ms / ITL {itl:g} ms,"
-                    f" physics {a.physics}"
-                )
-                sections.append(table(rows, title))
-                print(sections[-1], flush=True)  # fmt: skip
-    a.out.write_text("\n".join(sections))
-    print(f"wrote {a.out}")
+                rows = combo(mc, native, npz, prof, scale, ttft, itl, policies, work, say)
+                title = f"{name} x{scale:g}, 4 GPUs, TTFT {ttft:g} ms / TPOT {itl:g} ms, physics "
+                title += a.physics
+                sections.append(detail_table(rows, title))
+                print(sections[-1], flush=True)
+                runs.append((name, scale, (ttft, itl), rows))
+        if "mooncake" in want:
+            why, why_note = analyse(MOONCAKE, npz, prof, work, a.mooncake_scale, *slas[0])
+            print(why, flush=True)
+    notes = [
+        "Same NPZ step tables as slaplane's profile without its prefix-attention rows, same KV "
+        "blocks, 8,192-token chunks, max_num_seqs, prefix caching; goodput = met requests / "
+        "offered span, per mean GPU held.",
+        "Layers: routing = admission off; admission = slaplane's SLA admission (DynoSim has "
+        "none); planner = + planner, 4-GPU budget (DynoSim: throughput planner, KV router).",
+        f"DynoSim {dynamo_run.VERSION}'s P/D prefill worker generates the whole output before "
+        "the hand-off (fixed upstream, ai-dynamo/dynamo#13052); the hold column models it.",
+        *([why_note] if why_note else []),
+        "Full tables, per-request join, controlled case: benchmarks/dynosim/results.md.",
+    ]
+    page = result(runs, a.physics, notes)
+    header = [
+        "# slaplane vs DynoSim: full tables",
+        "",
+        f"Generated by `benchmarks/dynosim/compare.py` (DynoSim = ai-dynamo "
+        f"{dynamo_run.VERSION} mocker, physics {a.physics}). {HOLD} = slaplane with DynoSim "
+        f"{dynamo_run.VERSION}'s prefill hold modelled (`emulate.py`). Page summary: section "
+        "`dynosim` of benchmarks/RESULTS.md.",
+        "",
+    ]
+    a.out.write_text("\n".join([*header, *sections, why]).rstrip() + "\n")
+    print(f"wrote {a.out}", file=sys.stderr)
+    if not a.no_record:
+        print(f"wrote {write_result(page)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -504,7 +504,9 @@ class Engine:
         k = 1 << 62
         ctx_sum = 0
         for seq in running:
-            if seq.computed + 1 != seq.num_tokens:
+            # a prompt whose last chunk is one token looks like a decode, but its step
+            # yields the first token (TTFT): only a normal step records that
+            if seq.computed + 1 != seq.num_tokens or seq.first_token_s is None:
                 return None
             k = min(k, seq.max_tokens - seq.out)
             ctx_sum += seq.num_tokens

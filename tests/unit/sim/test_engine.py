@@ -222,6 +222,21 @@ def test_fast_forward_matches_step_by_step(h100: Profile) -> None:
     assert fast.stats.num_preemptions_total == slow.stats.num_preemptions_total
 
 
+def test_fast_forward_never_swallows_a_first_token(h100: Profile) -> None:
+    """A prompt whose last chunk is one token (8,192 prompt beside one decode: 8,191
+    then 1) looks like a decode; its step must still record the first token."""
+    eng = Engine(h100)
+    eng.add_request(SimRequest("a", 16, 200), 0.0)
+    steps = run(eng, until_s=0.1, horizon=True)
+    eng.add_request(SimRequest("b", 8192, 2), 0.1)
+    steps += run(eng, until_s=1e9, horizon=True)
+    fin = {f.request_id: f for s in steps for f in s.finished}
+    assert any(s.first_tokens == ["b"] for s in steps)
+    assert fin["b"].first_token_s is not None
+    assert fin["b"].first_token_s < fin["b"].finish_s
+    assert eng.stats.ttft_s.count == 2
+
+
 def test_fast_forward_stops_at_the_horizon(h100: Profile) -> None:
     eng = Engine(h100)
     eng.add_request(SimRequest("a", 100, 1000), 0.0)
