@@ -721,8 +721,9 @@ def notes(reps: Sequence[TraceReport]) -> list[str]:
         "carried more than at one load (goodput sla vs rr, held out): "
         + per_trace(reps, load)
         + ".",
-        "Admission does much of the work for both (goodput sla vs rr without -> with "
-        "admission): " + per_trace(reps, admission) + ".",
+        "What admission does (goodput sla vs rr, without -> with admission): "
+        + per_trace(reps, admission)
+        + ".",
         "Where sla routes differently (admission on): " + per_trace(reps, local) + ".",
         "sla's TTFT prediction is not what errs (served requests, measured - predicted: "
         + per_trace(reps, prediction)
