@@ -119,8 +119,9 @@ def test_tiny_end_to_end_writes_one_section(tiny: Path, tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "results" / "policy_generalization.json").read_text())
     assert doc["section"] == "policy_generalization" and doc["order"] == 30
     assert len(doc["headline"]) == 1 and doc["headline"][0]["goal"] == "> round robin"
-    assert len(doc["tables"]) == 2  # one per trace + the parameters
-    labels = [(r[0], r[1]) for r in doc["tables"][0]["rows"]]
+    assert len(doc["tables"]) == 3  # the summary, one per trace, the parameters
+    assert len(doc["tables"][0]["rows"]) <= 6  # the page shows the first table's 6 rows
+    labels = [(r[0], r[1]) for r in doc["tables"][1]["rows"]]
     assert ("sla, tuned", "on") in labels and ("round_robin", "off") in labels
     assert 2 <= len(doc["notes"]) <= 4
     dump = json.loads((tmp_path / "all.json").read_text())["tiny"]
@@ -143,3 +144,9 @@ def test_replay_headline_compares_the_best_policy_with_round_robin() -> None:
         ["round_robin", "sla"],
     )  # fmt: skip
     assert table.rows[1][6] == "1.50x" and table.rows[1][9] == "2.00x"
+    summary = rep.summary_table(
+        pts + [rep.Point("Mooncake", p, a, 1.0, 1.0, 0.25, 0.9, 3) for p in ("round_robin", "sla")
+               for a in (True, False)],
+        ["round_robin", "sla"],
+    )  # fmt: skip
+    assert len(summary.rows) == 4 and summary.rows[0][-1] == "sla 1.50x"
