@@ -66,6 +66,19 @@ LAYERS = ("routing", "admission", "planner")
 PD, AGG = "2P+2D", "4x"
 DYN, SL, HOLD = "DynoSim", "slaplane", "slaplane + DynoSim's hold"
 COLUMNS = ((DYN, PD), (SL, PD), (HOLD, PD), (DYN, AGG), (SL, AGG))
+"""The full grid (one row per trace x SLA x layer): the section's second table."""
+PAGE_COLUMNS: tuple[tuple[str, str, str | None, str], ...] = (
+    ("DynoSim 2P+2D", DYN, PD, "routing"),
+    ("DynoSim 4x", DYN, AGG, "routing"),
+    ("DynoSim +planner", DYN, None, "planner"),
+    ("slaplane 2P+2D routing", SL, PD, "routing"),
+    ("same + DynoSim's hold", HOLD, PD, "routing"),
+    ("slaplane 4x routing", SL, AGG, "routing"),
+    ("slaplane +admission", SL, None, "admission"),
+    ("slaplane +planner", SL, None, "planner"),
+)
+"""The page table, one row per trace x SLA: (header, system, shape or None = the best
+shape, layer); routing = admission off."""
 
 
 @dataclass(frozen=True)
@@ -214,8 +227,11 @@ def detail_table(rows: Sequence[Row], title: str) -> str:
     return "\n".join([*out, ""])
 
 
-def _cell(r: Row | None) -> str:
-    return "-" if r is None else f"{r.per_gpu:.3f} {r.config.removesuffix(' +planner')}"
+def _cell(r: Row | None, shape: bool = False) -> str:
+    if r is None:
+        return "-"
+    name = r.config.removesuffix(" +planner")
+    return f"{r.per_gpu:.3f} {name}" + (f" {r.shape}" if shape else "")
 
 
 def result(
@@ -225,7 +241,8 @@ def result(
 ) -> Result:
     """The page section from the runs: (trace name, scale, (ttft, itl), rows) each."""
     heads: list[Headline] = []
-    tables: dict[str, list[list[str]]] = {}
+    page: list[list[str]] = []
+    grid: list[list[str]] = []
     for name, scale, (ttft, itl), rows in runs:
         d, s = best(rows, DYN), best(rows, SL)
         sla = f"{ttft:g}/{itl:g}"
@@ -244,12 +261,18 @@ def result(
                     f"{physics}: {ratio:.2f}x",
                 )
             )
-        tab = tables.setdefault(f"{name} x{scale:g}", [])
+        page.append(
+            [
+                f"{name} x{scale:g}, {sla}",
+                *(_cell(best(rows, sys_, shape, layer), shape is None)
+                  for _, sys_, shape, layer in PAGE_COLUMNS),
+            ]
+        )  # fmt: skip
         for layer in LAYERS:
-            tab.append(
-                [sla, layer, *(_cell(best(rows, sys_, shape, layer)) for sys_, shape in COLUMNS)]
-            )
-    cols = ["TTFT/TPOT ms", "layer", *(f"{sys_} {shape}" for sys_, shape in COLUMNS)]
+            grid.append(
+                [f"{name} x{scale:g}", sla, layer,
+                 *(_cell(best(rows, sys_, shape, layer)) for sys_, shape in COLUMNS)]
+            )  # fmt: skip
     return Result(
         section="dynosim",
         title="slaplane vs NVIDIA DynoSim, like for like",
@@ -259,11 +282,20 @@ def result(
         headline=heads,
         tables=[
             Table(
-                title=f"{t}: goodput per GPU, best configuration per layer",
-                columns=cols,
-                rows=rows_,
-            )
-            for t, rows_ in tables.items()
+                title="goodput per GPU (req/s/GPU) of the best configuration per column",
+                columns=["trace, TTFT/TPOT ms", *(c[0] for c in PAGE_COLUMNS)],
+                rows=page,
+            ),
+            Table(
+                title="every shape x layer: goodput per GPU of the best configuration",
+                columns=[
+                    "trace",
+                    "TTFT/TPOT ms",
+                    "layer",
+                    *(f"{sys_} {shape}" for sys_, shape in COLUMNS),
+                ],
+                rows=grid,
+            ),
         ],
         notes=list(notes),
         order=40,
@@ -339,15 +371,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             why, why_note = analyse(MOONCAKE, npz, prof, work, a.mooncake_scale, *slas[0])
             print(why, flush=True)
     notes = [
-        "Same NPZ step tables as slaplane's profile without its prefix-attention rows, same KV "
-        "blocks, 8,192-token chunks, max_num_seqs, prefix caching; goodput = met requests / "
-        "offered span, per mean GPU held.",
-        "Layers: routing = admission off; admission = slaplane's SLA admission (DynoSim has "
-        "none); planner = + planner, 4-GPU budget (DynoSim: throughput planner, KV router).",
-        f"DynoSim {dynamo_run.VERSION}'s P/D prefill worker generates the whole output before "
-        "the hand-off (fixed upstream, ai-dynamo/dynamo#13052); the hold column models it.",
         *([why_note] if why_note else []),
-        "Full tables, per-request join, controlled case: benchmarks/dynosim/results.md.",
+        "Same step tables (DynoSim's NPZ = slaplane's profile without prefix-attention rows), "
+        "KV, 8,192-token chunks; routing = admission off; +admission = slaplane's SLA admission "
+        "(DynoSim has none); +planner = 4-GPU budget (DynoSim: throughput planner).",
+        f"DynoSim {dynamo_run.VERSION}'s P/D prefill worker decodes the whole planned output "
+        "before the hand-off (fixed upstream: ai-dynamo/dynamo#13052); the hold column models it.",
+        "Goodput = met requests / offered span, per mean GPU held; full tables, per-request join "
+        "and the controlled case: benchmarks/dynosim/results.md.",
     ]
     page = result(runs, a.physics, notes)
     header = [

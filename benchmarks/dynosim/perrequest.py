@@ -284,13 +284,12 @@ def analyse(
         "DynoSim's KV router is not bit-for-bit repeatable (±0.5% attainment between runs).",
         "",
     ]
-    sl_prefill = _mean([a + b for a, b in zip(col(s_split, 1), col(s_split, 2), strict=True)])
     summary = (
-        f"Why P/D differs ({name} x{scale:g}, round robin, admission off): TTFT > "
-        f"{ttft_ms:g} ms for {100 * md / n:.1f}% in DynoSim, {100 * ms_ / n:.1f}% in slaplane, "
-        f"{100 * mh / n:.1f}% in slaplane with DynoSim's hold (same side of the target for "
-        f"{100 * same_side:.1f}% of requests); prefill scheduled → hand-off "
-        f"{_mean(col(d_split, 1)):.0f} vs {sl_prefill:.0f} ms mean."
+        f"Why P/D differs: DynoSim {dynamo_run.VERSION} holds a finished prefill until its "
+        f"worker has decoded the whole output (ai-dynamo/dynamo#13052). {name} x{scale:g}, round "
+        f"robin, TTFT > {ttft_ms:g} ms: DynoSim {100 * md / n:.1f}%, slaplane "
+        f"{100 * ms_ / n:.1f}%, slaplane with that hold {100 * mh / n:.1f}% (same verdict on "
+        f"{100 * same_side:.1f}% of requests)."
     )
     return "\n".join(lines), summary
 

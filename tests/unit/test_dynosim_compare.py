@@ -71,9 +71,18 @@ def test_page_section_is_best_slaplane_against_best_dynosim() -> None:
     assert h.slaplane.startswith("0.940 (sla, 2P+2D, routing)")
     assert h.baseline.startswith("0.950 (DynoSim 1.4.2 kv_router, 4x)")
     assert "0.99x" in h.conditions
-    (t,) = r.tables
-    routing, admission, planner = t.rows
-    assert routing[:4] == ["2000/50", "routing", "0.800 kv_router", "0.940 sla"]
-    assert admission[2] == "-"  # DynoSim has no SLA admission
-    assert planner[2] == "0.500 kv_router"
+    page, grid = r.tables
+    (row,) = page.rows
+    cols = list(page.columns)
+    assert len(page.rows) <= 6  # the page shows the first table's first six rows
+    assert row[cols.index("DynoSim 2P+2D")] == "0.800 kv_router"
+    assert row[cols.index("DynoSim 4x")] == "0.950 kv_router"
+    assert row[cols.index("DynoSim +planner")] == "0.500 kv_router 2P+2D"
+    assert row[cols.index("same + DynoSim's hold")] == "0.990 round_robin"
+    assert row[cols.index("slaplane +admission")] == "-"
+    assert row[cols.index("slaplane +planner")] == "0.930 sla 4x"
+    routing, admission, planner = grid.rows
+    assert routing[:5] == ["Mooncake x1", "2000/50", "routing", "0.800 kv_router", "0.940 sla"]
+    assert admission[3] == "-"  # DynoSim has no SLA admission
+    assert planner[3] == "0.500 kv_router"
     assert r.section == "dynosim" and r.order == 40
