@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import time
@@ -46,7 +47,7 @@ from controlplane.gateway.recorder import RequestRecorder
 from controlplane.gateway.relay import Timings
 from controlplane.gateway.serve import Outcome, RequestJudge
 from controlplane.gateway.stream import StreamRelay
-from controlplane.gateway.tenants import TenantDirectory
+from controlplane.gateway.tenants import AuthFailures, TenantDirectory
 from controlplane.gateway.upstream import AiohttpWorkerClient, UpstreamStream, WorkerClient
 from controlplane.policy.predictor import LatencyPredictor, ProfilePredictor
 from controlplane.policy.request.admission import AdmissionParams, AdmissionPolicy
@@ -59,6 +60,8 @@ from controlplane.schemas import DEFAULT_TENANT
 from controlplane.state.store import Store
 
 log = logging.getLogger("slaplane.gateway")
+UNKNOWN_MODEL = "unknown"
+"""The ``model`` label of requests for a model no pool serves (client input never is one)."""
 _TENANT_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -99,6 +102,10 @@ class Gateway:
         self.tenants = TenantDirectory(
             store, self.metrics, settings.tenant_cache_s, settings.store_timeout_s
         )
+        self.auth_failures = AuthFailures(
+            settings.auth_failures_burst, settings.auth_failures_per_min
+        )
+        self._proxies = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
         self.limits = Limits(
             store, settings.cluster, self.metrics, self.admission.params.rate_limit,
             settings.store_timeout_s, settings.store_backoff_max_s,
@@ -272,6 +279,14 @@ class Gateway:
         ]
         return web.json_response({"object": "list", "data": data})
 
+    def _trusted(self, client: str) -> bool:
+        """Whether ``client`` is a configured front proxy (may assert X-Tenant-ID)."""
+        try:
+            addr = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        return any(addr in net for net in self._proxies)
+
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "completions")
 
@@ -279,7 +294,8 @@ class Gateway:
         return await self._handle(request, "chat")
 
     async def _identify(self, request: web.Request) -> str:
-        if self.s.trust_tenant_header:
+        client = request.remote or ""
+        if self.s.trust_tenant_header and self._trusted(client):
             t = request.headers.get("X-Tenant-ID")
             if t:
                 if len(t) > 64 or not set(t) <= _TENANT_OK:
@@ -287,7 +303,13 @@ class Gateway:
                 return t
         auth = request.headers.get("Authorization", "")
         if auth[:7].lower() == "bearer " and auth[7:].strip():
-            return await self.tenants.tenant_for_key(auth[7:].strip())
+            now = time.monotonic()
+            self.auth_failures.check(client, now)
+            try:
+                return await self.tenants.tenant_for_key(auth[7:].strip())
+            except Unauthorized:
+                self.auth_failures.failed(client, now)
+                raise
         if not self.s.require_key:
             return DEFAULT_TENANT
         raise Unauthorized(
@@ -302,16 +324,19 @@ class Gateway:
                       arrival_ms=int(time.time() * 1000))  # fmt: skip
         hold = None
         try:
-            raw = await request.read()
-            pr = parse_body(raw, kind, self.router.block_tokens)
-            out.model = pr.model
-            out.prompt_tokens = pr.prompt_tokens
+            # who is asking comes first: nothing of an unauthenticated request is read,
+            # parsed, hashed or turned into a metric label
             tenant = await self._identify(request)
             sla = self.tenants.cached_sla(tenant) or await self.tenants.sla_for(tenant)
             out.tenant, out.sla = tenant, sla
             out.label_tenant = tenant if sla.tenant == tenant else DEFAULT_TENANT
+            raw = await request.read()
+            pr = parse_body(raw, kind, self.router.block_tokens)
+            out.prompt_tokens = pr.prompt_tokens
             if pr.model not in self.state.model_names:
+                out.model = UNKNOWN_MODEL  # labels take served models only
                 raise ModelNotFound(f"The model `{pr.model}` does not exist.", param="model")
+            out.model = pr.model
             rreq = RouteRequest(
                 out.request_id, tenant, pr.model, pr.prompt_tokens, pr.max_tokens, sla.priority,
                 sla.ttft_ms, sla.itl_ms, pr.block_hashes,

@@ -36,6 +36,10 @@ def main(
     trust_tenant_header: Annotated[
         bool | None, typer.Option(help="accept X-Tenant-ID from a trusted front proxy")
     ] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(help="address or CIDR whose X-Tenant-ID is believed (repeat; loopback)"),
+    ] = None,
     require_key: Annotated[bool | None, typer.Option(help="401 without an API key")] = None,
     max_attempts: Annotated[int | None, typer.Option()] = None,
     log_level: Annotated[str | None, typer.Option()] = None,
@@ -66,6 +70,7 @@ def main(
         admission_params=js(admission_params), profile=profile,
         prefill_url=prefill_url or None, decode_url=decode_url or None,
         worker_url=worker_url or None, model=model, trust_tenant_header=trust_tenant_header,
+        trusted_proxies=trusted_proxy or None,
         require_key=require_key, max_attempts=max_attempts, log_level=log_level, log_json=log_json,
         event_loop=event_loop,
     )  # fmt: skip

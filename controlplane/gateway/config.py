@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -24,6 +25,13 @@ class GatewaySettings(CommonSettings):
     profile: str = ""
     """Latency profile for the predictor: a sim profile name (``cpu-tiny``) or CSV path."""
     trust_tenant_header: bool = False
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    """Addresses (or CIDR networks) whose X-Tenant-ID is believed when trust_tenant_header
+    is on; from anyone else the header is ignored and the API key decides."""
+    auth_failures_burst: int = Field(default=20, ge=1)
+    auth_failures_per_min: float = Field(default=20.0, gt=0)
+    """Failed authentications a client address may make (burst, then per minute) before
+    it gets 429 without a lookup."""
     require_key: bool = True
     """When false, requests without a key are served as the ``default`` tenant."""
     prefill_url: list[str] = Field(default_factory=list)
@@ -47,7 +55,14 @@ class GatewaySettings(CommonSettings):
     event_loop: str = Field(default="auto", pattern="^(auto|uvloop|asyncio)$")
     """``auto`` runs on uvloop when it is installed (lower added latency per hop)."""
 
-    @field_validator("prefill_url", "decode_url", "worker_url", mode="before")
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for p in v:
+            ipaddress.ip_network(p, strict=False)  # ValueError: a clear config error
+        return v
+
+    @field_validator("prefill_url", "decode_url", "worker_url", "trusted_proxies", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.errors import InvalidJSON, ValidationFailed
+from controlplane.errors import BadRequest, InvalidJSON, ValidationFailed
 from controlplane.policy.request.prefix import (
     CHARS_PER_TOKEN,
     block_hashes_from_text,
@@ -76,6 +76,15 @@ def parse_body(raw: bytes, kind: str, block_tokens: int = 16) -> ParsedRequest:
     if so is not None and not isinstance(so, dict):
         raise ValidationFailed("'stream_options' must be an object", param="stream_options")
     include_usage = bool(so and so.get("include_usage"))
+    if "kv_transfer_params" in body:
+        # only the gateway may set it: from a client it could pin KV blocks on a worker
+        # (do_remote_decode) or point a NIXL decode worker at any host (remote_host/port)
+        raise BadRequest(
+            "'kv_transfer_params' is set by the gateway for disaggregated serving; "
+            "clients may not send it",
+            param="kv_transfer_params",
+            code="unsupported_parameter",
+        )
     max_tokens = _int_field(body, "max_tokens")
     if kind == "chat":
         max_tokens = _int_field(body, "max_completion_tokens") or max_tokens
