@@ -51,8 +51,8 @@ lint: venv  ## ruff + mypy --strict
 	$(BIN)/ruff format --check controlplane workers tests benchmarks
 	$(BIN)/mypy
 
-test: venv system-deps vllm-env lint  ## everything CI runs, real Redis/Prometheus/vLLM included
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+test: venv system-deps vllm-env lint  ## everything CI runs, real Redis/Prometheus/vLLM included; a skip fails
+	SLAPLANE_FAIL_ON_SKIP=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-fast: venv system-deps  ## unit + integration tests without the real vLLM tier
 	$(BIN)/pytest -q -m 'not vllm' $(PYTEST_ARGS)

@@ -122,3 +122,17 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"{SHARED} missing: tests expect the shared folder beside the project")
     return SHARED
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With SLAPLANE_FAIL_ON_SKIP=1 (``make test``, hence CI) a skipped test fails the run:
+    a tier that silently stopped running is a failing tier. Exit code 5 (no tests
+    collected) already fails on its own."""
+    if os.environ.get("SLAPLANE_FAIL_ON_SKIP") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped and session.exitstatus == 0:
+        for rep in skipped:
+            print(f"\nunexpected skip: {rep.nodeid}: {rep.longrepr}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
