@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export SLAPLANE_VLLM_PYTHON ?= $(VLLM_VENV)/bin/python
 export SLAPLANE_TINY_MODEL ?= $(TINY_MODEL)
 
-.PHONY: help venv lock system-deps vllm-env lint test test-fast demo bench results clean
+.PHONY: help venv lock system-deps vllm-env lint test test-fast soak demo bench results clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +56,9 @@ test: venv system-deps vllm-env lint  ## everything CI runs, real Redis/Promethe
 
 test-fast: venv system-deps  ## unit + integration tests without the real vLLM tier
 	$(BIN)/pytest -q -m 'not vllm' $(PYTEST_ARGS)
+
+soak: venv system-deps  ## the gateway soak test for 10 minutes (make test runs it for 20 s)
+	SLAPLANE_SOAK_S=600 $(BIN)/pytest -q tests/integration/test_gateway_soak.py
 
 demo: venv system-deps  ## run the main job: a live sim P/D cluster with telemetry
 	$(BIN)/slaplane demo
