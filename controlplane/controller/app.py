@@ -59,7 +59,8 @@ def actuator_params(s: ControllerSettings) -> dict[str, Any]:
         if not targets:
             raise ValueError("--k8s-targets is required with --actuator kubernetes")
         return {"namespace": s.k8s_namespace, "targets": targets, "kubeconfig": s.kubeconfig,
-                "in_cluster": s.k8s_in_cluster, "host": s.k8s_host}  # fmt: skip
+                "in_cluster": s.k8s_in_cluster, "host": s.k8s_host,
+                "request_timeout_s": s.k8s_request_timeout_s}  # fmt: skip
     if s.actuator == "local":
         p: dict[str, Any] = {
             "profile": s.profile,
@@ -98,18 +99,38 @@ def build_controller(
     )  # fmt: skip
 
 
-async def wake_on_tenant_changes(ctl: Controller, store: Store) -> None:
+async def wake_on_tenant_changes(ctl: Controller, store: Store, retry_s: float = 1.0) -> None:
     """An SLA edit (tenant change notice) runs the next reconcile at once instead of at
     the next tick; the controller's own control writes are ignored. Lost notices only
-    cost latency (the timer still runs), so errors just back off and resubscribe."""
+    cost latency (the timer still runs), so errors just back off and resubscribe.
+
+    A malformed event (not a JSON object, or a ``kind`` that is not a string) is logged,
+    counted and skipped; one the store cannot even decode ends that subscription, so it
+    is counted the same and the watcher resubscribes. Nothing but cancellation ends it."""
+    counter = ctl.metrics.event_errors
     while True:
         try:
             async for event in store.subscribe_events():
-                if event.get("kind") == "tenant":
+                kind = event.get("kind") if isinstance(event, dict) else None
+                if not isinstance(kind, str):
+                    counter.labels(ctl.cluster, "malformed").inc()
+                    log.warning(
+                        "malformed event skipped", extra={"event_type": type(event).__name__}
+                    )
+                    continue
+                if kind == "tenant":
                     ctl.wake()
         except StoreUnavailable:
             pass
-        await asyncio.sleep(1.0)
+        except asyncio.CancelledError:
+            raise
+        except ValueError as exc:  # undecodable message (JSON, encoding)
+            counter.labels(ctl.cluster, "malformed").inc()
+            log.warning("undecodable event; resubscribing", extra={"error": repr(exc)[:300]})
+        except Exception:
+            counter.labels(ctl.cluster, "error").inc()
+            log.exception("tenant event watcher failed; resubscribing")
+        await asyncio.sleep(retry_s)
 
 
 async def serve(s: ControllerSettings) -> None:

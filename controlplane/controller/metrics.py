@@ -13,6 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from controlplane.policy.planner.types import SLOS, Effects
 
+EVENT_ERRORS = ("malformed", "error")
+"""``reason`` values of ``slaplane_controller_event_errors`` (never the event's content)."""
+
 
 class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry, cluster: str) -> None:
@@ -83,6 +86,14 @@ class ControllerMetrics:
         self.control_writes = Counter(
             "slaplane_controller_control_writes", "Writes of the control hash", c, registry=registry
         )
+        self.event_errors = Counter(
+            "slaplane_controller_event_errors",
+            "Events-channel problems the tenant watcher skipped: malformed (not a JSON object, "
+            "or an odd kind) or error (the subscription failed otherwise)",
+            [*c, "reason"], registry=registry,
+        )  # fmt: skip
+        for reason in EVENT_ERRORS:
+            self.event_errors.labels(cluster, reason)
         self._tenants: set[str] = set()
         self._workers: set[str] = set()
         self.is_leader.labels(cluster).set(0)

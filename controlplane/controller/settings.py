@@ -41,6 +41,8 @@ class ControllerSettings(CommonSettings):
     kubeconfig: str | None = None
     k8s_in_cluster: bool = False
     k8s_host: str | None = None
+    k8s_request_timeout_s: float = Field(default=10.0, gt=0)
+    """Timeout of each Kubernetes API call; a call that times out is a failed actuation."""
     local_worker_cmd: str | None = None
     local_agent_cmd: str | None = None
     local_no_agent: bool = False

@@ -105,6 +105,12 @@ class GatewayMetrics:
             "Store operations that failed; the gateway failed open on last known state.",
             ("cluster", "op"), registry=r,
         )  # fmt: skip
+        self.records_dropped = Counter(
+            "slaplane_gateway_request_records_dropped",
+            "Request records dropped unwritten (buffer full while the store was down).",
+            ("cluster",), registry=r,
+        )  # fmt: skip
+        self.records_dropped.labels(cluster)
         self.inflight = Gauge(
             "slaplane_gateway_requests_inflight", "Requests being served now.", ("cluster",),
             registry=r,

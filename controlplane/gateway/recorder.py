@@ -4,6 +4,11 @@ Requests append to a list (no await); a background task flushes every
 ``flush_s`` or sooner when ``batch`` records are waiting. If the store is down
 the records stay buffered (bounded; the oldest are dropped and counted past
 ``max_buffer``) and go out once it is back.
+
+A flush takes its chunk out of the buffer before awaiting the store, so records
+added (or dropped for overflow) meanwhile cannot shift what it removes afterwards;
+a failed or cancelled write puts the chunk back at the front, in order. Flushes are
+serialised (the run loop and the shutdown flush may overlap).
 """
 
 from __future__ import annotations
@@ -37,22 +42,35 @@ class RequestRecorder:
         self.max_buffer = max_buffer
         self._buf: list[RequestRecord] = []
         self._kick = asyncio.Event()
+        self._lock = asyncio.Lock()
         self.dropped = 0
+        self._dropped_metric = metrics.records_dropped.labels(cluster)
 
     def add(self, rec: RequestRecord) -> None:
         self._buf.append(rec)
-        if len(self._buf) > self.max_buffer:
-            drop = len(self._buf) - self.max_buffer
-            del self._buf[:drop]
-            self.dropped += drop
+        self._trim()
         if len(self._buf) >= self.batch:
             self._kick.set()
 
+    def _trim(self) -> None:
+        """Drop (and count) the oldest records past ``max_buffer``."""
+        drop = len(self._buf) - self.max_buffer
+        if drop > 0:
+            del self._buf[:drop]
+            self.dropped += drop
+            self._dropped_metric.inc(drop)
+
     async def flush(self) -> None:
-        while self._buf:
-            chunk = self._buf[: self.batch]
-            await self.store.append_requests(self.cluster, chunk)
-            del self._buf[: len(chunk)]
+        async with self._lock:
+            while self._buf:
+                chunk = self._buf[: self.batch]
+                del self._buf[: len(chunk)]
+                try:
+                    await self.store.append_requests(self.cluster, chunk)
+                except BaseException:  # failed or cancelled: not written, keep them
+                    self._buf[:0] = chunk
+                    self._trim()
+                    raise
 
     async def run(self) -> None:
         backoff = self.flush_s

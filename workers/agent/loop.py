@@ -85,6 +85,8 @@ class Agent:
         self._store_ok = True
         self._store_log = _Throttle(_LOG_EVERY_S)
         self._worker_log = _Throttle(_LOG_EVERY_S)
+        self._nonfinite_log = _Throttle(_LOG_EVERY_S)
+        self._internal_log = _Throttle(_LOG_EVERY_S)
 
     # --- read side (collector) -------------------------------------------
     def latest(self) -> WorkerSnapshot | None:
@@ -107,17 +109,25 @@ class Agent:
             text = await self.source.fetch()
             at_s, ts_ms = self.mono(), int(self.clock() * 1000)
             page = self.parser.parse(text)
+            if self.parser.nonfinite:
+                self._nonfinite(self.parser.nonfinite)
             if not page.is_vllm:
                 raise ParseError("page holds no vLLM scheduler gauges")
+            snap, state = derive(
+                self.state, page, ident=self.ident, ts_ms=ts_ms, mono_s=at_s,
+                config=self.derive_config,
+            )  # fmt: skip
         except ScrapeError as exc:
             return self._down(exc.kind, exc.detail, t0)
         except ParseError as exc:
             if self.metrics:
                 self.metrics.parse_error()
             return self._down("parse_error", str(exc), t0)
-        snap, self.state = derive(
-            self.state, page, ident=self.ident, ts_ms=ts_ms, mono_s=at_s, config=self.derive_config
-        )
+        except Exception as exc:  # a bug or an odd page must not end the agent's loop
+            if self._internal_log.due(self.mono()):
+                log.exception("agent step failed", extra={"worker": self.ident.worker})
+            return self._down("internal", f"{type(exc).__name__}: {exc}", t0)
+        self.state = state
         if self.metrics:
             self.metrics.scrape("ok", self.mono() - t0)
         if self._worker_ok is False:
@@ -125,6 +135,15 @@ class Agent:
         self._worker_ok = True
         self.failures = 0
         return snap
+
+    def _nonfinite(self, n: int) -> None:
+        if self.metrics:
+            self.metrics.nonfinite(n)
+        if self._nonfinite_log.due(self.mono()):
+            log.warning(
+                "NaN/Inf values on the worker's page treated as missing",
+                extra={"worker": self.ident.worker, "n": n},
+            )
 
     def _down(self, result: str, detail: str, t0: float) -> WorkerSnapshot | None:
         if self.metrics:
@@ -194,7 +213,11 @@ class Agent:
                 if snap is not None:
                     self.offer(snap)
                     if self.on_snapshot is not None:
-                        self.on_snapshot(snap)
+                        try:
+                            self.on_snapshot(snap)
+                        except Exception:  # the caller's hook must not end the loop
+                            if self._internal_log.due(self.mono()):
+                                log.exception("on_snapshot hook failed")
                 tick = max(tick + 1, int((self.mono() - start) / self.interval_s) + 1)
                 delay = start + tick * self.interval_s - self.mono()
                 if delay > 0:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-SCRAPE_RESULTS = ("ok", "timeout", "error", "http", "parse_error")
+SCRAPE_RESULTS = ("ok", "timeout", "error", "http", "parse_error", "internal")
+"""``internal``: an unexpected error in the agent itself (logged with its traceback)."""
 
 
 class AgentMetrics:
@@ -37,6 +38,12 @@ class AgentMetrics:
             labels,
             registry=registry,
         )
+        self.nonfinite_values = Counter(
+            "slaplane_agent_nonfinite_values",
+            "NaN/Inf values on the worker's page, treated as missing.",
+            labels,
+            registry=registry,
+        )
         self.scrape_duration = Histogram(
             "slaplane_agent_scrape_duration_seconds",
             "Time to fetch and parse the worker's /metrics page.",
@@ -49,6 +56,7 @@ class AgentMetrics:
         self.parse_errors.labels(cluster, worker)
         self.publish_errors.labels(cluster, worker)
         self.published.labels(cluster, worker)
+        self.nonfinite_values.labels(cluster, worker)
         self.scrape_duration.labels(cluster, worker)
         self._lv = (cluster, worker)
 
@@ -59,6 +67,9 @@ class AgentMetrics:
 
     def parse_error(self) -> None:
         self.parse_errors.labels(*self._lv).inc()
+
+    def nonfinite(self, n: int) -> None:
+        self.nonfinite_values.labels(*self._lv).inc(n)
 
     def publish(self, ok: bool) -> None:
         (self.published if ok else self.publish_errors).labels(*self._lv).inc()

@@ -12,10 +12,16 @@ Parser quirks (see shared/fixtures/vllm-0.32.0/README.md): counter family names
 lose their ``_total`` suffix, and ``*_created`` series form separate gauge
 families (they are filtered out here). Values of several engines (data-parallel
 ranks, ``engine`` label) are summed, except KV usage which is averaged.
+
+A NaN or infinite value (a gauge computed as 0/0, a broken exporter) is treated as
+missing: the gauge or counter sample is skipped, a histogram with a non-finite
+bucket count is left out whole. ``PageParser.nonfinite`` tells how many samples the
+last page had like that (the agent counts them).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -154,6 +160,8 @@ class PageParser:
 
     def __init__(self) -> None:
         self._memo: dict[str, tuple[str, list[Sample]]] = {}
+        self.nonfinite = 0
+        """Samples of the last parsed page skipped for a NaN/Inf value."""
 
     def _samples(self, text: str) -> Iterator[Sample]:
         blocks = split_blocks(text)
@@ -172,7 +180,9 @@ class PageParser:
 
     def parse(self, text: str) -> Reading:
         """Parse one /metrics page; raises ParseError on malformed exposition text."""
-        return _build(self._samples(text))
+        self.nonfinite = 0
+        reading, self.nonfinite = _build(self._samples(text))
+        return reading
 
 
 def parse_page(text: str) -> Reading:
@@ -180,7 +190,10 @@ def parse_page(text: str) -> Reading:
     return PageParser().parse(text)
 
 
-def _build(samples: Iterator[Sample]) -> Reading:
+def _build(samples: Iterator[Sample]) -> tuple[Reading, int]:
+    """The reading, and how many samples were skipped for a non-finite value."""
+    nonfinite = 0
+    bad_histograms: set[str] = set()
     gauges: dict[str, list[float]] = {}
     counters: dict[str, float] = {}
     buckets: dict[str, list[tuple[float, float]]] = {}
@@ -189,11 +202,20 @@ def _build(samples: Iterator[Sample]) -> Reading:
     engines: set[str] = set()
     try:
         for s in samples:
+            if s.name == "vllm:num_requests_running":
+                model = model or s.labels.get("model_name")
+                engines.add(s.labels.get("engine", ""))
+            if (
+                s.name in WANTED
+                and not s.name.endswith(("_count", "_sum"))  # read by nothing
+                and not math.isfinite(float(s.value))
+            ):
+                nonfinite += 1
+                if s.name.endswith("_bucket") and s.name[: -len("_bucket")] in _HISTOGRAMS:
+                    bad_histograms.add(_HISTOGRAMS[s.name[: -len("_bucket")]])
+                continue
             if s.name in _GAUGES:
                 gauges.setdefault(_GAUGES[s.name], []).append(float(s.value))
-                if s.name == "vllm:num_requests_running":
-                    model = model or s.labels.get("model_name")
-                    engines.add(s.labels.get("engine", ""))
             elif s.name in _COUNTERS:
                 key = _COUNTERS[s.name]
                 counters[key] = counters.get(key, 0.0) + float(s.value)
@@ -210,6 +232,10 @@ def _build(samples: Iterator[Sample]) -> Reading:
             elif s.name.endswith("_bucket") and s.name[: -len("_bucket")] in _HISTOGRAMS:
                 key = _HISTOGRAMS[s.name[: -len("_bucket")]]
                 le = float(s.labels["le"])
+                if math.isnan(le):
+                    nonfinite += 1
+                    bad_histograms.add(key)
+                    continue
                 buckets.setdefault(key, []).append((le, float(s.value)))
             elif s.name == _INFO:
                 cap = _capacity(s.labels)
@@ -224,7 +250,9 @@ def _build(samples: Iterator[Sample]) -> Reading:
 
     kv = gauges.get("kv_usage")
     start = gauges.get("start_time_s")
-    return Reading(
+    for key in bad_histograms:
+        buckets.pop(key, None)
+    reading = Reading(
         kv_usage=sum(kv) / len(kv) if kv else None,
         running=_sum("running"),
         waiting=_sum("waiting"),
@@ -236,3 +264,4 @@ def _build(samples: Iterator[Sample]) -> Reading:
         model=model,
         engines=len(engines),
     )
+    return reading, nonfinite

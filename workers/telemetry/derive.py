@@ -22,6 +22,9 @@ What is derived and how:
   there were no queries in it; ``None`` (absent) without queries.
 * Counter resets (worker restart: a counter or bucket went down, or the process start
   time changed): the current value is the delta since the restart.
+* NaN/Inf values in the reading are treated as missing (``finite_reading``): a gauge is
+  then 0 as when absent, a counter or histogram is left out of this step, so neither a
+  crash (``round(nan)``) nor a NaN reaches the snapshot.
 * ``extra``: ``ttft_window_count``/``itl_window_count`` (observations behind the
   quantiles), ``counter_reset`` (1 on a detected restart), the cumulative
   ``preemptions_total`` and ``prompt_tokens_{computed,local_cache,external}_total`` and
@@ -31,6 +34,7 @@ What is derived and how:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -85,6 +89,37 @@ class DeriveState:
     resets: int = 0
 
 
+def _finite(v: float | None) -> float | None:
+    return v if v is None or math.isfinite(v) else None
+
+
+def _finite_histogram(h: Buckets) -> bool:
+    return all(not math.isnan(le) and math.isfinite(n) for le, n in h)
+
+
+def finite_reading(reading: Reading) -> tuple[Reading, int]:
+    """The reading with every NaN/Inf value removed (gauges → None, counters and
+    histograms left out), and how many values that was."""
+    gauges = (reading.kv_usage, reading.running, reading.waiting,
+              reading.waiting_deferred, reading.start_time_s)  # fmt: skip
+    bad = sum(1 for g in gauges if g is not None and not math.isfinite(g))
+    bad_counters = [k for k, v in reading.counters.items() if not math.isfinite(v)]
+    bad_histograms = [k for k, h in reading.histograms.items() if not _finite_histogram(h)]
+    bad += len(bad_counters) + len(bad_histograms)
+    if not bad:
+        return reading, 0
+    return replace(
+        reading,
+        kv_usage=_finite(reading.kv_usage),
+        running=_finite(reading.running),
+        waiting=_finite(reading.waiting),
+        waiting_deferred=_finite(reading.waiting_deferred),
+        start_time_s=_finite(reading.start_time_s),
+        counters={k: v for k, v in reading.counters.items() if k not in bad_counters},
+        histograms={k: h for k, h in reading.histograms.items() if k not in bad_histograms},
+    ), bad
+
+
 def _restarted(prev: Reading, cur: Reading) -> bool:
     return (
         prev.start_time_s is not None
@@ -127,6 +162,7 @@ def derive(
     config: DeriveConfig = DeriveConfig(),
 ) -> tuple[WorkerSnapshot, DeriveState]:
     """One telemetry step. Returns the snapshot to publish and the state for the next step."""
+    reading, _ = finite_reading(reading)
     prev = state.reading
     restart = prev is not None and _restarted(prev, reading)
     dt_s = None if state.at_s is None else mono_s - state.at_s
@@ -141,7 +177,16 @@ def derive(
 
     windows = dict(state.windows)
     window_buckets: dict[str, Buckets] = {}
+    carried: dict[str, Buckets] = {}
     for key in (r.TTFT, r.ITL):
+        if prev is not None and not restart and key not in reading.histograms:
+            if key in prev.histograms:  # missing this once (e.g. a NaN bucket): the next
+                carried[key] = prev.histograms[key]  # delta is taken from the last good one
+            windows[key] = histogram.push(windows.get(key, ()), mono_s, (), config.window_s)
+            window_buckets[key] = histogram.windowed(
+                windows[key], mono_s, config.window_s, config.min_observations
+            )
+            continue
         cur_h = reading.histograms.get(key, histogram.EMPTY)
         if prev is None:
             window_buckets[key] = cur_h  # single reading: lifetime quantiles
@@ -202,6 +247,8 @@ def derive(
         seq=seq,
         extra=extra,
     )
+    if carried:
+        reading = replace(reading, histograms={**reading.histograms, **carried})
     new_state = DeriveState(
         reading=reading,
         at_s=mono_s,

@@ -8,6 +8,11 @@ DynamoGraphDeployment-like CRD). The patch is a JSON merge patch of
 controller cannot choose which pod Kubernetes removes on scale-down; it drains the
 worker it would remove (a StatefulSet removes the highest ordinal, which is what
 ``pick_drain`` prefers on ties).
+
+Every API call carries ``_request_timeout`` (``request_timeout_s``), and the thread it
+runs in is awaited at most a little longer than that, so an API server that accepts the
+connection and never answers costs one failed actuation (retried next tick), never
+a hung reconcile loop.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ class KubernetesParams(BaseModel):
     in_cluster: bool = False
     host: str | None = Field(default=None, description="API server URL override (tests)")
     field_manager: str = "slaplane-controller"
+    request_timeout_s: float = Field(
+        default=10.0, gt=0, description="per API call (connect + read), seconds"
+    )
 
 
 class KubernetesActuator:
@@ -73,24 +81,35 @@ class KubernetesActuator:
         apps, custom = self._client()
         ns, parts = self.p.namespace, target.split("/")
         body = {"spec": {"replicas": replicas}}
-        kw = {"_content_type": MERGE_PATCH, "field_manager": self.p.field_manager}
+        timeout = {"_request_timeout": self.p.request_timeout_s}
+        kw = {"_content_type": MERGE_PATCH, "field_manager": self.p.field_manager, **timeout}
         if len(parts) == 2 and parts[0] in _APPS_KINDS:
             kind, name = _APPS_KINDS[parts[0]], parts[1]
             if replicas is None:
-                res = getattr(apps, f"read_namespaced_{kind}_scale")(name, ns)
+                res = getattr(apps, f"read_namespaced_{kind}_scale")(name, ns, **timeout)
             else:
                 res = getattr(apps, f"patch_namespaced_{kind}_scale")(name, ns, body, **kw)
             return int(res.spec.replicas or 0)
         if len(parts) == 4:
             g, v, plural, name = parts
             if replicas is None:
-                raw = custom.get_namespaced_custom_object_scale(g, v, ns, plural, name)
+                raw = custom.get_namespaced_custom_object_scale(g, v, ns, plural, name, **timeout)
             else:
                 raw = custom.patch_namespaced_custom_object_scale(
                     g, v, ns, plural, name, body, **kw
                 )
             return int(raw.get("spec", {}).get("replicas", 0))
         raise ValueError(f"bad kubernetes target {target!r}: use deployment/NAME, ...")
+
+    async def _in_thread(self, target: str, replicas: int | None) -> int:
+        """``_call`` in a worker thread, awaited at most a bit past the request timeout
+        (the client's own timeout should fire first; this bounds what it does not cover,
+        e.g. retries of idempotent reads)."""
+        bound = 5 * self.p.request_timeout_s + 2.0
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._call, target, replicas), bound)
+        except TimeoutError:
+            raise TimeoutError(f"no answer from the API server in {bound:.1f}s") from None
 
     async def apply(self, decision: ScaleDecision) -> ActuationResult:
         applied: dict[str, int] = {}
@@ -100,9 +119,9 @@ class KubernetesActuator:
             if target is None:
                 continue
             try:
-                current = await asyncio.to_thread(self._call, target, None)
+                current = await self._in_thread(target, None)
                 if current != n:
-                    await asyncio.to_thread(self._call, target, n)
+                    await self._in_thread(target, n)
                 applied[role] = n
             except Exception as exc:  # ApiException, connection errors: report, retry next tick
                 errors.append(f"{role}: {type(exc).__name__}: {str(exc)[:200]}")
@@ -114,8 +133,12 @@ class KubernetesActuator:
         out: dict[str, int] = {}
         for role, target in self.p.targets.items():
             try:
-                out[role] = await asyncio.to_thread(self._call, target, None)
-            except Exception:
+                out[role] = await self._in_thread(target, None)
+            except Exception as exc:
+                log.warning(
+                    "kubernetes replicas unknown",
+                    extra={"role": role, "error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+                )
                 return None
         return out or None
 

@@ -147,3 +147,54 @@ async def test_collector_sees_down_worker(exc: ScrapeError) -> None:
     await agent.step()
     assert reg.get_sample_value("slaplane_worker_up", lab) == 0.0
     assert reg.get_sample_value("slaplane_worker_requests_running", lab) == 2.0
+
+
+async def test_nan_gauge_neither_kills_the_agent_nor_reaches_the_store() -> None:
+    """A NaN/Inf gauge or counter on the page is treated as missing and counted; the run
+    loop keeps going and the stored snapshot holds only finite numbers."""
+    good = render(PageValues(running=2, waiting=1, kv_usage=0.5, prompt_tokens=10))
+    nan = (
+        good.replace('vllm:num_requests_running{engine="0",model_name="tiny-llama"} 2.0',
+                     'vllm:num_requests_running{engine="0",model_name="tiny-llama"} NaN')
+        .replace('vllm:kv_cache_usage_perc{engine="0",model_name="tiny-llama"} 0.5',
+                 'vllm:kv_cache_usage_perc{engine="0",model_name="tiny-llama"} +Inf')
+        .replace('vllm:prompt_tokens_total{engine="0",model_name="tiny-llama"} 10.0',
+                 'vllm:prompt_tokens_total{engine="0",model_name="tiny-llama"} NaN')
+    )  # fmt: skip
+    assert nan.count("NaN") == 2 and "+Inf\n" in nan
+    store = MemoryStore()
+    agent, reg = _agent([nan, good, nan], store)
+    seen: list[WorkerSnapshot] = []
+    agent.on_snapshot = seen.append
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 30.0
+    try:
+        while len(seen) < 5:
+            assert not task.done(), task.exception()
+            assert loop.time() < end
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert all(s.up for s in seen)
+    assert seen[0].running == 0 and seen[0].kv_usage == 0.0 and seen[0].waiting == 1
+    assert seen[1].running == 2 and seen[1].kv_usage == 0.5
+    stored = (await store.get_snapshots("c1"))["w1"]
+    values = list(stored.to_redis().values())
+    assert not any("nan" in v.lower() or "inf" in v.lower() for v in values), values
+    assert (reg.get_sample_value("slaplane_agent_nonfinite_values_total", LAB) or 0) >= 6
+
+
+async def test_unexpected_error_in_a_step_is_counted_and_the_loop_goes_on() -> None:
+    class Boom(Exception):
+        pass
+
+    agent, reg = _agent([Boom("unexpected"), render(PageValues(running=3))])
+    agent.down_after_failures = 1
+    first = await agent.step()
+    assert first is not None and not first.up
+    second = await agent.step()
+    assert second is not None and second.up and second.running == 3
+    assert reg.get_sample_value("slaplane_agent_scrapes_total", {**LAB, "result": "internal"}) == 1

@@ -143,3 +143,40 @@ def test_memoising_parser_recovers_after_malformed_page() -> None:
         parser.parse(good.replace("} 1.0", "} one", 1))
     assert parser.parse(good).running == 1.0
     assert parser.parse(render(PageValues(running=4))).running == 4.0
+
+
+def _poison(page: str, family: str, value: str) -> str:
+    """Replace the value of every sample line of ``family`` (the name then ``{``)."""
+    out = []
+    for line in page.splitlines():
+        if line.startswith(family + "{"):
+            line = line.rsplit(" ", 1)[0] + " " + value
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("value", ["NaN", "+Inf", "-Inf"])
+def test_non_finite_gauges_and_counters_are_missing_and_counted(value: str) -> None:
+    page = render(PageValues(running=2, waiting=3, prompt_tokens=100, generation_tokens=7))
+    page = _poison(page, "vllm:num_requests_running", value)
+    page = _poison(page, "vllm:prompt_tokens_total", value)
+    parser = PageParser()
+    reading = parser.parse(page)
+    assert reading.running is None and reading.waiting == 3
+    assert "prompt_tokens" not in reading.counters
+    assert reading.counters["generation_tokens"] == 7
+    assert parser.nonfinite == 2
+    assert parser.parse(render(PageValues(running=2))).running == 2 and parser.nonfinite == 0
+
+
+def test_non_finite_histogram_count_drops_that_histogram() -> None:
+    page = render(PageValues(running=1, ttft_s=[0.03] * 4, itl_s=[0.02] * 3))
+    lines = page.splitlines()
+    i = next(
+        n for n, ln in enumerate(lines) if ln.startswith("vllm:time_to_first_token_seconds_bucket{")
+    )
+    lines[i] = lines[i].rsplit(" ", 1)[0] + " NaN"
+    parser = PageParser()
+    reading = parser.parse("\n".join(lines) + "\n")
+    assert "ttft" not in reading.histograms and "itl" in reading.histograms
+    assert parser.nonfinite == 1

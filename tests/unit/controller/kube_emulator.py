@@ -8,6 +8,7 @@ is available on these machines; this is the stand-in, and it is what the tests u
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -19,6 +20,11 @@ class ScaleApi:
         """``objects``: ``"deployments/NAME"`` (or ``"GROUP/VERSION/PLURAL/NAME"``) → replicas."""
         self.objects = dict(objects)
         self.patches: list[tuple[str, str, Any]] = []
+        self.hang = False
+        """While set, requests are held (an API server that accepted the connection and
+        never answers) until ``release`` is set."""
+        self.release = asyncio.Event()
+        self.held = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -38,6 +44,9 @@ class ScaleApi:
         return await self._handle(request, key, m["ns"], f"{m['group']}/{m['version']}")
 
     async def _handle(self, request: web.Request, key: str, ns: str, api: str) -> web.Response:
+        if self.hang:
+            self.held += 1
+            await self.release.wait()
         if key not in self.objects:
             status = {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                       "reason": "NotFound", "code": 404, "message": f"{key} not found"}  # fmt: skip

@@ -95,6 +95,39 @@ async def test_kubernetes_patches_scale_subresources() -> None:
         await ts.close()
 
 
+async def test_kubernetes_api_that_never_answers_is_a_failed_actuation() -> None:
+    """Every API call carries a request timeout: a server that accepts the connection and
+    never answers yields a failed actuation (and "cannot tell" replicas), not a hang."""
+    pytest.importorskip("kubernetes")
+    api = ScaleApi({"deployments/llm-prefill": 2})
+    api.hang = True
+    ts = await serve(api.app())
+    params = {
+        "host": str(ts.make_url("")).rstrip("/"),
+        "targets": {"prefill": "deployment/llm-prefill"},
+        "request_timeout_s": 0.5,
+    }
+    act = make_actuator("kubernetes", params)
+    try:
+        res = await asyncio.wait_for(act.apply(ScaleDecision({"prefill": 3}, {})), 60)
+        assert not res.ok and res.applied == {} and "prefill" in res.detail
+        assert "time" in res.detail.lower(), res.detail  # "timed out" or TimeoutError
+        assert await asyncio.wait_for(act.current_replicas(), 60) is None
+        assert api.held >= 2
+    finally:
+        api.release.set()
+        await act.close()
+        await ts.close()
+
+
+def test_kubernetes_request_timeout_is_configurable() -> None:
+    from controlplane.controller.actuators.kubernetes import KubernetesParams
+
+    assert KubernetesParams().request_timeout_s > 0
+    with pytest.raises(ValueError):
+        KubernetesParams(request_timeout_s=0)
+
+
 SLEEPER = f"{sys.executable} -c 'import time; time.sleep(60)' {{role}} {{worker}} {{port}}"
 
 

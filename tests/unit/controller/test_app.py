@@ -34,6 +34,11 @@ def test_actuator_params_are_checked() -> None:
         settings(actuator="kubernetes", k8s_targets="prefill=deployment/p,decode=statefulset/d")
     )
     assert p["targets"] == {"prefill": "deployment/p", "decode": "statefulset/d"}
+    assert p["request_timeout_s"] == 10.0
+    p = actuator_params(
+        settings(actuator="kubernetes", k8s_targets="both=deployment/b", k8s_request_timeout_s=2.5)
+    )
+    assert p["request_timeout_s"] == 2.5
     assert actuator_params(settings(actuator="local", local_no_agent=True))["agent_cmd"] is None
 
 

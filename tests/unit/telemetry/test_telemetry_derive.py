@@ -240,3 +240,42 @@ class TestReadingInput:
         assert s1.extra["external_prefix_hit_rate"] == pytest.approx(0.5)  # 50 of 100 new
         assert s1.itl_p50_ms == pytest.approx(5.0)  # the 2 new gaps, both in (0, 10] ms
         assert s1.extra["itl_window_count"] == 2.0 and "waiting_deferred" not in s1.extra
+
+
+def test_non_finite_reading_values_are_treated_as_missing() -> None:
+    """derive is also fed by the in-process plugin: a NaN/Inf there must not raise
+    (round(NaN)) nor reach the snapshot."""
+    nan, inf = float("nan"), float("inf")
+    bad = Reading(
+        kv_usage=nan, running=inf, waiting=2.0, waiting_deferred=nan, start_time_s=nan,
+        counters={"prompt_tokens": nan, "generation_tokens": 5.0},
+        histograms={"ttft": ((0.1, nan), (inf, 1.0)), "itl": ((0.1, 1.0), (inf, 2.0))},
+    )  # fmt: skip
+    snap, st = derive(DeriveState(), bad, ident=IDENT, ts_ms=1, mono_s=0.0)
+    snap2, _ = derive(st, bad, ident=IDENT, ts_ms=2, mono_s=1.0)
+    assert snap.itl_p50_ms is not None  # the finite histogram is still used
+    for s in (snap, snap2):
+        assert s.kv_usage == 0.0 and s.running == 0 and s.waiting == 2
+        assert s.generation_tokens_total == 5.0 and s.prompt_tokens_total == 0.0
+        assert s.ttft_p50_ms is None
+        values = [v for v in s.to_redis().values()]
+        assert not any("nan" in v.lower() or "inf" in v.lower() for v in values), values
+
+
+def test_histogram_missing_for_one_reading_is_not_a_reset() -> None:
+    """A histogram left out of one reading (a NaN bucket) neither counts as a counter
+    reset nor dumps the worker's lifetime into the window when it comes back."""
+    base = PageValues(running=1, ttft_s=[5.0] * 20)
+    _, st = _step(DeriveState(), base, 0.0)
+    good = parse_page(render(PageValues(running=1, ttft_s=[5.0] * 20 + [0.03] * 2)))
+    gap = Reading(
+        running=1.0, counters=good.counters,
+        histograms={k: v for k, v in good.histograms.items() if k != "ttft"},
+        start_time_s=good.start_time_s,
+    )  # fmt: skip
+    s1, st = derive(st, gap, ident=IDENT, ts_ms=500, mono_s=0.5)
+    assert s1.extra["counter_reset"] == 0.0
+    s2, _ = derive(st, good, ident=IDENT, ts_ms=1000, mono_s=1.0)
+    assert s2.extra["counter_reset"] == 0.0
+    assert s2.extra["ttft_window_count"] == 2.0  # the two new ones, not the lifetime 22
+    assert s2.ttft_p99_ms is not None and s2.ttft_p99_ms <= 40.0
