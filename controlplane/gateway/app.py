@@ -37,7 +37,7 @@ from controlplane.errors import (
 )
 from controlplane.gateway.admit import AdmissionGate
 from controlplane.gateway.breaker import CircuitBreakers
-from controlplane.gateway.cluster import ClusterState, Follower
+from controlplane.gateway.cluster import ClusterState, Follower, WorkerAllowList
 from controlplane.gateway.config import GatewaySettings
 from controlplane.gateway.dispatch import Dispatcher
 from controlplane.gateway.limits import Limits
@@ -90,8 +90,10 @@ class Gateway:
         self.breakers = CircuitBreakers(settings.breaker_failures, settings.breaker_cooldown_s)
         self.ledger = RequestLedger()
         self.state = ClusterState(
-            settings.cluster, settings.stale_after_s, self.breakers, self.ledger
-        )
+            settings.cluster, settings.stale_after_s, self.breakers, self.ledger,
+            allow=WorkerAllowList(settings.worker_networks), worker_ttl_s=settings.worker_ttl_s,
+            registry=self.registry,
+        )  # fmt: skip
         self.clock = clock
         """Wall clock of the request path (routing, admission); tests may pass their own."""
         self.predictor = predictor or ProfilePredictor()

@@ -47,6 +47,13 @@ def main(
     event_loop: Annotated[
         str | None, typer.Option(help="auto (uvloop when installed) | uvloop | asyncio")
     ] = None,
+    worker_network: Annotated[
+        list[str] | None,
+        typer.Option(help="CIDR or host:port where workers may be reached (repeat; default any)"),
+    ] = None,
+    worker_ttl_s: Annotated[
+        float | None, typer.Option(help="drop workers whose heartbeat is older (seconds)")
+    ] = None,
 ) -> None:
     """Serve /v1/completions and /v1/chat/completions with SLA-aware admission and routing."""
     import asyncio
@@ -72,7 +79,7 @@ def main(
         worker_url=worker_url or None, model=model, trust_tenant_header=trust_tenant_header,
         trusted_proxies=trusted_proxy or None,
         require_key=require_key, max_attempts=max_attempts, log_level=log_level, log_json=log_json,
-        event_loop=event_loop,
+        event_loop=event_loop, worker_networks=worker_network or None, worker_ttl_s=worker_ttl_s,
     )  # fmt: skip
     setup_logging(s.log_level, s.log_json)
     predictor = None

@@ -4,18 +4,30 @@ Routing reads only this (never Redis per request): snapshots arrive by following
 ``Store.read_telemetry`` (push), with a periodic ``get_snapshots`` resync and
 control-hash refresh (also woken by ``control`` events). When the store is down
 the last known state stays in use and the followers back off and retry.
+
+Workers are reached at the URL their snapshot carries, so a snapshot whose URL is
+outside the configured worker networks (``WorkerAllowList``) is skipped: never routed
+to, counted, logged once per worker. A worker whose heartbeat is older than
+``worker_ttl_s`` is dropped here at each resync, and the resync's ``get_snapshots``
+removes it from the store's worker hash and heartbeat set as well (the gateway is the
+one place that prunes; a live worker that publishes again comes back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, Counter
 
 from controlplane.gateway.breaker import CircuitBreakers
+from controlplane.gateway.config import parse_worker_network
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.policy.control_fields import ControlState, parse_control
 from controlplane.policy.request.ledger import RequestLedger
@@ -24,6 +36,56 @@ from controlplane.schemas import WorkerSnapshot
 from controlplane.state.store import Store
 
 log = logging.getLogger("slaplane.gateway.cluster")
+_LOGGED_MAX = 1024
+"""Rejected (worker, URL) pairs remembered for log-once (beyond, rejections are only counted)."""
+
+
+class WorkerAllowList:
+    """Where workers may be reached. Empty: anywhere. Else an http(s) URL whose host is
+    an address inside one of the networks, or whose ``host:port`` is listed (a host
+    name is never resolved here: list it as host:port)."""
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.hostports: set[str] = set()
+        for e in entries:
+            p = parse_worker_network(e)
+            if isinstance(p, str):
+                self.hostports.add(p)
+            else:
+                self.networks.append(p)
+        self.allow_all = not self.networks and not self.hostports
+        self._seen: dict[str, bool] = {}
+
+    def allows(self, url: str) -> bool:
+        if self.allow_all:
+            return True
+        ok = self._seen.get(url)
+        if ok is None:
+            ok = self._check(url)
+            if len(self._seen) >= 4096:
+                self._seen.clear()
+            self._seen[url] = ok
+        return ok
+
+    def _check(self, url: str) -> bool:
+        try:
+            u = urlsplit(url)
+            host, port = u.hostname, u.port
+        except ValueError:
+            return False
+        if u.scheme not in ("http", "https") or not host:
+            return False
+        if port is None:
+            port = 443 if u.scheme == "https" else 80
+        hp = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if hp in self.hostports:
+            return True
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(addr in n for n in self.networks)
 
 
 class ClusterState:
@@ -43,10 +105,25 @@ class ClusterState:
         stale_after_s: float,
         breakers: CircuitBreakers,
         ledger: RequestLedger | None = None,
+        *,
+        allow: WorkerAllowList | None = None,
+        worker_ttl_s: float = 60.0,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.cluster = cluster
         self.stale_after_s = stale_after_s
         self.breakers = breakers
+        self.allow = allow if allow is not None else WorkerAllowList()
+        self.worker_ttl_s = worker_ttl_s
+        """Snapshots with an older heartbeat are dropped (and pruned from the store)."""
+        self.rejected = 0
+        """Snapshots skipped because their URL is outside ``allow``."""
+        self._rejected_logged: set[tuple[str, str]] = set()
+        self._rejected_metric = Counter(
+            "slaplane_gateway_worker_snapshots_rejected_total",
+            "Worker snapshots skipped because their URL is outside the allowed worker networks.",
+            ["cluster"], registry=registry,
+        ).labels(cluster) if registry is not None else None  # fmt: skip
         self.raw: dict[str, WorkerSnapshot] = {}
         self.workers: dict[str, WorkerSnapshot] = {}
         self.static: dict[str, WorkerSnapshot] = {}
@@ -79,13 +156,26 @@ class ClusterState:
         old = self.raw.get(snap.worker)
         if old is not None and old.source != STATIC_SOURCE and old.ts_ms > snap.ts_ms:
             return  # out of order
+        if not self._reachable(snap):
+            if old is not None and snap.worker not in self.static:
+                self._drop(snap.worker)  # it moved outside: its old URL is not it either
+                self._changed()
+            return
+        if snap.ts_ms < (time.time() - self.worker_ttl_s) * 1000:
+            return  # a heartbeat already past its TTL
         self._put(snap)
         self._changed()
 
     def resync(self, snaps: Mapping[str, WorkerSnapshot]) -> None:
+        """Replace every store-fed snapshot by ``snaps``, leaving out those outside the
+        allowed networks and those whose heartbeat is older than ``worker_ttl_s``."""
         self.raw, self._urls, self._shown, self.workers = {}, {}, {}, {}
-        for s in (*self.static.values(), *snaps.values()):
+        for s in self.static.values():
             self._put(s, show=False)
+        cutoff_ms = (time.time() - self.worker_ttl_s) * 1000
+        for s in snaps.values():
+            if s.ts_ms >= cutoff_ms and self._reachable(s):
+                self._put(s, show=False)
         now = time.time()
         for url in self._urls:
             self._show(url, now)
@@ -97,6 +187,38 @@ class ClusterState:
     def set_control(self, raw: Mapping[str, str]) -> None:
         self.control = parse_control(raw)
         self._view = None
+
+    def _reachable(self, snap: WorkerSnapshot) -> bool:
+        """False (counted, logged once per worker and URL) if the URL is not allowed."""
+        url = _url(snap)
+        if not url or self.allow.allows(url):
+            return True
+        self.rejected += 1
+        if self._rejected_metric is not None:
+            self._rejected_metric.inc()
+        key = (snap.worker, url)
+        if key not in self._rejected_logged and len(self._rejected_logged) < _LOGGED_MAX:
+            self._rejected_logged.add(key)
+            log.warning(
+                "worker URL outside the allowed worker networks: never routed to",
+                extra={"worker": snap.worker, "url": url},
+            )
+        return False
+
+    def _drop(self, worker: str) -> None:
+        old = self.raw.pop(worker, None)
+        if old is None:
+            return
+        url = _url(old)
+        if url:
+            ids = self._urls.get(url)
+            if ids is not None:
+                ids.discard(worker)
+                if not ids:
+                    del self._urls[url]
+            self._show(url, time.time())
+        elif self.workers.pop(worker, None) is not None:
+            self._members_dirty = True
 
     def _put(self, snap: WorkerSnapshot, show: bool = True) -> None:
         old = self.raw.get(snap.worker)
@@ -234,7 +356,9 @@ class Follower:
         return min(self.backoff_max_s, max(0.05, backoff * 2))
 
     async def resync_once(self) -> None:
-        snaps = await self.store.get_snapshots(self.state.cluster)
+        snaps = await self.store.get_snapshots(
+            self.state.cluster, max_age_ms=int(self.state.worker_ttl_s * 1000)
+        )
         self.state.resync(snaps)
         self.state.set_control(await self.store.get_control(self.state.cluster))
         if not self.store_ok:

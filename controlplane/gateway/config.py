@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from controlplane.config import CommonSettings
+
+
+def parse_worker_network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str:
+    """A CIDR network (or a bare address) or ``host:port`` (``[v6]:port``); ValueError else."""
+    entry = entry.strip()
+    try:
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        pass
+    u = urlsplit("//" + entry)
+    if not u.hostname or u.port is None or u.path or u.query or u.fragment or u.username:
+        raise ValueError(f"worker network {entry!r}: expected a CIDR or host:port")
+    return f"[{u.hostname}]:{u.port}" if ":" in u.hostname else f"{u.hostname}:{u.port}"
 
 
 class GatewaySettings(CommonSettings):
@@ -32,6 +46,15 @@ class GatewaySettings(CommonSettings):
     auth_failures_per_min: float = Field(default=20.0, gt=0)
     """Failed authentications a client address may make (burst, then per minute) before
     it gets 429 without a lookup."""
+    worker_networks: list[str] = Field(default_factory=list)
+    """Where workers may be reached: CIDR networks (for worker URLs with an IP address)
+    and/or ``host:port`` entries. Empty: anywhere (workers usually sit on private
+    networks). A snapshot whose URL is outside is skipped: never routed to, counted
+    (``slaplane_gateway_worker_snapshots_rejected_total``), logged once per worker.
+    Static workers (``--prefill-url`` …) are configured here and always allowed."""
+    worker_ttl_s: float = Field(default=60.0, gt=0)
+    """A worker whose last heartbeat is older is dropped from routing and pruned from the
+    store's worker hash and heartbeat set (by the gateway's periodic resync)."""
     require_key: bool = True
     """When false, requests without a key are served as the ``default`` tenant."""
     prefill_url: list[str] = Field(default_factory=list)
@@ -62,7 +85,21 @@ class GatewaySettings(CommonSettings):
             ipaddress.ip_network(p, strict=False)  # ValueError: a clear config error
         return v
 
-    @field_validator("prefill_url", "decode_url", "worker_url", "trusted_proxies", mode="before")
+    @field_validator("worker_networks")
+    @classmethod
+    def _worker_networks(cls, v: list[str]) -> list[str]:
+        for p in v:
+            parse_worker_network(p)  # ValueError: a clear config error
+        return v
+
+    @field_validator(
+        "prefill_url",
+        "decode_url",
+        "worker_url",
+        "trusted_proxies",
+        "worker_networks",
+        mode="before",
+    )
     @classmethod
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):

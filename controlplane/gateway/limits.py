@@ -8,11 +8,21 @@ without limits costs no store call at all. If the store fails or is slow, this
 replica falls back to local buckets/slots with the same arithmetic (fail open:
 logged and counted) and skips the store until a backoff has passed, so an outage
 costs one timeout, not one per request.
+
+A store call whose outcome is unknown (timed out, failed or cancelled: the script may
+still have run on the server) never leaves its concurrency slot leased: the request id
+goes on an orphan list that a background task releases idempotently, retrying until the
+store answers or the lease has run out anyway. Such a release leaves a tombstone, so an
+acquire the server runs after it (queued behind a stall) takes nothing. A failed or
+cancelled release of a held slot goes the same way. The request itself, after an unknown
+outcome, is counted in this replica's local slots (fail open), so nothing it holds on the
+store is needed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -27,6 +37,8 @@ from controlplane.state import keys
 from controlplane.state.store import Store
 
 log = logging.getLogger("slaplane.gateway.limits")
+MAX_ORPHANS = 100_000
+"""Unreleased slots remembered at most (beyond, their leases expire on their own)."""
 
 
 @dataclass(slots=True)
@@ -61,6 +73,50 @@ class Limits:
         # RedisStore registers the one-round-trip admit script; other stores take the
         # separate calls (tests/integration/test_gateway_limits.py checks they agree).
         self._admit_script: Any = getattr(store, "admit_script", None)
+        self._orphans: dict[tuple[str, str], int] = {}
+        """(tenant, request id) → ms after which its lease has expired anyway."""
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _orphan(self, tenant: str, request_id: str) -> None:
+        """The store may hold a slot for ``request_id`` that no exit path will release:
+        release it in the background (idempotent, with a tombstone)."""
+        if len(self._orphans) < MAX_ORPHANS:
+            self._orphans[(tenant, request_id)] = int(time.time() * 1000) + self.slot_lease_ms
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        backoff = 0.05
+        while self._orphans:
+            failed = False
+            for key, until_ms in list(self._orphans.items()):
+                left_ms = until_ms - int(time.time() * 1000)
+                if left_ms > 0:
+                    try:
+                        await asyncio.wait_for(
+                            self.store.release_slot(self.cluster, *key, forget_ms=left_ms),
+                            self.timeout_s,
+                        )
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        self.metrics.store_failures.labels(self.cluster, "release_slot").inc()
+                        failed = True
+                        break
+                if self._orphans.get(key) == until_ms:
+                    del self._orphans[key]
+            if failed:
+                await asyncio.sleep(backoff)
+                backoff = min(self.backoff_max_s, backoff * 2)
+            else:
+                backoff = 0.05
+
+    async def close(self) -> None:
+        """Stop the orphan sweeper (leases left behind expire on their own)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
 
     def _store_usable(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -95,8 +151,12 @@ class Limits:
                 )
                 self._store_ok()
             except asyncio.CancelledError:
+                if limit is not None:
+                    self._orphan(tenant, request_id)
                 raise
             except Exception as exc:
+                if limit is not None:
+                    self._orphan(tenant, request_id)
                 self._store_failed("admit", exc)
             else:
                 if code == 0:
@@ -117,6 +177,7 @@ class Limits:
             args += [repr(float(sp.amount)), repr(float(sp.capacity)), repr(float(sp.refill_per_s))]
         if limit is not None:
             ks.append(keys.inflight_key(self.cluster, tenant))
+            ks.append(keys.released_key(self.cluster, tenant))
             args += [request_id, limit, now_ms + self.slot_lease_ms, now_ms]
         code, wait = await self._admit_script(keys=ks, args=args)
         return int(code), str(wait)
@@ -159,14 +220,17 @@ class Limits:
                     ),
                     self.timeout_s,
                 )  # fmt: skip
+            except asyncio.CancelledError:
+                self._orphan(tenant, request_id)
+                raise
+            except Exception as exc:
+                self._orphan(tenant, request_id)
+                self._store_failed("acquire_slot", exc)
+            else:
                 self._store_ok()
                 if not ok:
                     raise _too_many(limit)
                 return SlotHold(tenant, request_id, local=False)
-            except (asyncio.CancelledError, RateLimited):
-                raise
-            except Exception as exc:
-                self._store_failed("acquire_slot", exc)
         if not self.local_slots.acquire(tenant, request_id, limit):
             raise _too_many(limit)
         return SlotHold(tenant, request_id, local=True)
@@ -183,8 +247,10 @@ class Limits:
                 self.timeout_s,
             )
         except asyncio.CancelledError:
+            self._orphan(hold.tenant, hold.request_id)
             raise
-        except Exception as exc:  # the slot's lease expires on its own
+        except Exception as exc:
+            self._orphan(hold.tenant, hold.request_id)
             self._store_failed("release_slot", exc)
 
 

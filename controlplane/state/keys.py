@@ -53,6 +53,12 @@ def inflight_key(cluster: str, tenant: str) -> str:
     return f"{PREFIX}:{{{cluster}}}:inflight:{tenant}"
 
 
+def released_key(cluster: str, tenant: str) -> str:
+    """zset of request ids released with a tombstone → tombstone expiry ms: an acquire of
+    one of them that runs late (its client timed out and released) takes no slot."""
+    return f"{PREFIX}:{{{cluster}}}:released:{tenant}"
+
+
 TENANTS = f"{PREFIX}:tenants"
 APIKEYS = f"{PREFIX}:apikeys"
 AUDIT = f"{PREFIX}:audit"

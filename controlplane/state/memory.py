@@ -105,9 +105,16 @@ class MemoryStore:
             fields
         )
 
-    async def get_snapshots(self, cluster: str) -> dict[str, WorkerSnapshot]:
+    async def get_snapshots(
+        self, cluster: str, max_age_ms: int | None = None
+    ) -> dict[str, WorkerSnapshot]:
         out = {}
-        for w in self._zsets.get(keys.workers_zset(cluster), {}):
+        beats = self._zsets.get(keys.workers_zset(cluster), {})
+        if max_age_ms is not None:
+            cutoff = int(time.time() * 1000) - max_age_ms
+            for w in [w for w, ts in beats.items() if ts < cutoff]:
+                await self.remove_worker(cluster, w)
+        for w in beats:
             h = self._hashes.get(keys.worker_hash(cluster, w))
             if h:
                 out[w] = WorkerSnapshot.from_redis(h)
@@ -247,6 +254,9 @@ class MemoryStore:
     async def acquire_slot(
         self, cluster: str, tenant: str, request_id: str, limit: int, lease_ms: int, now_ms: int
     ) -> bool:
+        dead = self._zsets.get(keys.released_key(cluster, tenant), {}).get(request_id)
+        if dead is not None and dead > now_ms:
+            return False
         z = self._zsets.setdefault(keys.inflight_key(cluster, tenant), {})
         for rid in [r for r, exp in z.items() if exp <= now_ms]:
             del z[rid]
@@ -255,8 +265,16 @@ class MemoryStore:
         z[request_id] = now_ms + lease_ms
         return True
 
-    async def release_slot(self, cluster: str, tenant: str, request_id: str) -> None:
+    async def release_slot(
+        self, cluster: str, tenant: str, request_id: str, forget_ms: int = 0
+    ) -> None:
         self._zsets.get(keys.inflight_key(cluster, tenant), {}).pop(request_id, None)
+        if forget_ms > 0:
+            now_ms = int(time.time() * 1000)
+            gone = self._zsets.setdefault(keys.released_key(cluster, tenant), {})
+            for rid in [r for r, exp in gone.items() if exp <= now_ms]:
+                del gone[rid]
+            gone[request_id] = now_ms + forget_ms
 
     # --- change notices and audit -------------------------------------------
     async def publish_event(self, event: Mapping[str, Any]) -> None:

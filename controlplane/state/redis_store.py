@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any
 
@@ -53,7 +54,9 @@ end
 """
 
 _SLOT_FN = """
-local function acquire_slot(key, rid, limit, expiry_ms, now_ms)
+local function acquire_slot(key, gone, rid, limit, expiry_ms, now_ms)
+  local dead = redis.call('ZSCORE', gone, rid)
+  if dead ~= false and tonumber(dead) > now_ms then return 0 end
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
   if redis.call('ZSCORE', key, rid) == false and redis.call('ZCARD', key) >= limit then
     return 0
@@ -76,9 +79,38 @@ return {allowed, tostring(tokens), tostring(wait)}
 _ACQUIRE_SLOT = (
     _SLOT_FN
     + """
-return acquire_slot(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+return acquire_slot(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
+                    tonumber(ARGV[4]))
 """
 )
+
+# Idempotent; with a tombstone (ARGV[2] = its expiry ms > ARGV[3] = now ms) an acquire of
+# the same id that the server runs later (the client gave up on it) takes nothing.
+_RELEASE_SLOT = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local until_ms = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+if until_ms > now then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  redis.call('ZADD', KEYS[2], until_ms, ARGV[1])
+  if redis.call('PTTL', KEYS[2]) < until_ms - now then
+    redis.call('PEXPIRE', KEYS[2], until_ms - now)
+  end
+end
+return 1
+"""
+
+# Drop a worker whose heartbeat is older than the cutoff, re-checked here so a worker
+# that published since the caller read the heartbeat set is kept.
+_PRUNE_WORKER = """
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s ~= false and tonumber(s) < tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+"""
 
 ADMIT_LUA = (
     _BUCKET_FN
@@ -86,7 +118,8 @@ ADMIT_LUA = (
     + """
 -- rpm/tpm buckets then the concurrency slot, stopping at the first refusal, exactly as
 -- the separate calls would. ARGV: nb, now_ms, then (amount, capacity, refill) per
--- bucket, then (request_id, limit, expiry_ms, now_ms) when a slot key is given.
+-- bucket, then (request_id, limit, expiry_ms, now_ms) when the slot keys (inflight,
+-- released) are given.
 -- Returns {0, '0'} when admitted, else {index of the refusing step, wait_s}.
 local nb = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
@@ -97,8 +130,8 @@ for b = 1, nb do
 end
 local s = 3 * nb + 3
 if #KEYS > nb then
-  if acquire_slot(KEYS[nb + 1], ARGV[s], tonumber(ARGV[s + 1]), tonumber(ARGV[s + 2]),
-                  tonumber(ARGV[s + 3])) == 0 then
+  if acquire_slot(KEYS[nb + 1], KEYS[nb + 2], ARGV[s], tonumber(ARGV[s + 1]),
+                  tonumber(ARGV[s + 2]), tonumber(ARGV[s + 3])) == 0 then
     return {nb + 1, '0'}
   end
 end
@@ -144,6 +177,8 @@ class RedisStore:
         self._r = client
         self._take = client.register_script(_TAKE_TOKENS)
         self._slot = client.register_script(_ACQUIRE_SLOT)
+        self._unslot = client.register_script(_RELEASE_SLOT)
+        self._prune = client.register_script(_PRUNE_WORKER)
         self._lease = client.register_script(_ACQUIRE_LEASE)
         self._unlease = client.register_script(_RELEASE_LEASE)
         self.admit_script = client.register_script(ADMIT_LUA)
@@ -208,14 +243,28 @@ class RedisStore:
         )
         await self._call(pipe.execute())
 
-    async def get_snapshots(self, cluster: str) -> dict[str, WorkerSnapshot]:
-        workers = await self._call(self._r.zrange(keys.workers_zset(cluster), 0, -1))
-        if not workers:
+    async def get_snapshots(
+        self, cluster: str, max_age_ms: int | None = None
+    ) -> dict[str, WorkerSnapshot]:
+        zkey = keys.workers_zset(cluster)
+        beats = await self._call(self._r.zrange(zkey, 0, -1, withscores=True))
+        if not beats:
             return {}
+        workers = [w for w, _ in beats]
+        old: list[str] = []
+        cutoff = 0
+        if max_age_ms is not None:
+            cutoff = int(time.time() * 1000) - max_age_ms
+            old = [w for w, ts in beats if ts < cutoff]
+            workers = [w for w, ts in beats if ts >= cutoff]
         pipe = self._r.pipeline(transaction=False)
+        for w in old:
+            await self._prune(
+                keys=[zkey, keys.worker_hash(cluster, w)], args=[w, cutoff], client=pipe
+            )
         for w in workers:
             pipe.hgetall(keys.worker_hash(cluster, w))
-        rows = await self._call(pipe.execute())
+        rows = (await self._call(pipe.execute()))[len(old) :]
         return {w: WorkerSnapshot.from_redis(h) for w, h in zip(workers, rows, strict=True) if h}
 
     async def list_workers(self, cluster: str) -> dict[str, int]:
@@ -383,14 +432,25 @@ class RedisStore:
     ) -> bool:
         res = await self._call(
             self._slot(
-                keys=[keys.inflight_key(cluster, tenant)],
+                keys=[keys.inflight_key(cluster, tenant), keys.released_key(cluster, tenant)],
                 args=[request_id, limit, now_ms + lease_ms, now_ms],
             )
         )
         return bool(res)
 
-    async def release_slot(self, cluster: str, tenant: str, request_id: str) -> None:
-        await self._call(self._r.zrem(keys.inflight_key(cluster, tenant), request_id))
+    async def release_slot(
+        self, cluster: str, tenant: str, request_id: str, forget_ms: int = 0
+    ) -> None:
+        if forget_ms <= 0:
+            await self._call(self._r.zrem(keys.inflight_key(cluster, tenant), request_id))
+            return
+        now_ms = int(time.time() * 1000)
+        await self._call(
+            self._unslot(
+                keys=[keys.inflight_key(cluster, tenant), keys.released_key(cluster, tenant)],
+                args=[request_id, now_ms + forget_ms, now_ms],
+            )
+        )
 
     # --- change notices and audit -------------------------------------------
     async def publish_event(self, event: Mapping[str, Any]) -> None:

@@ -28,7 +28,13 @@ class Store(Protocol):
         """Latest-state hash + heartbeat zset + capped telemetry stream, one round trip."""
         ...
 
-    async def get_snapshots(self, cluster: str) -> dict[str, WorkerSnapshot]: ...
+    async def get_snapshots(
+        self, cluster: str, max_age_ms: int | None = None
+    ) -> dict[str, WorkerSnapshot]:
+        """Latest snapshot per worker. With ``max_age_ms``, workers whose heartbeat is
+        older are left out and removed from the hash and heartbeat set (atomically per
+        worker, so one that published meanwhile stays)."""
+        ...
 
     async def list_workers(self, cluster: str) -> dict[str, int]:
         """worker id → last-seen ms."""
@@ -94,7 +100,12 @@ class Store(Protocol):
         self, cluster: str, tenant: str, request_id: str, limit: int, lease_ms: int, now_ms: int
     ) -> bool: ...
 
-    async def release_slot(self, cluster: str, tenant: str, request_id: str) -> None: ...
+    async def release_slot(
+        self, cluster: str, tenant: str, request_id: str, forget_ms: int = 0
+    ) -> None:
+        """Idempotent. With ``forget_ms`` > 0 the id also cannot be acquired for that long,
+        so an acquire the server runs after this release (its caller timed out) is void."""
+        ...
 
     # --- change notices and audit -------------------------------------------
     async def publish_event(self, event: Mapping[str, Any]) -> None: ...
