@@ -175,6 +175,7 @@ class Gateway:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.limits.close()
         try:
             await asyncio.wait_for(self.recorder.flush(), 2.0)
         except Exception as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any
@@ -25,6 +26,8 @@ from controlplane.policy.request.admission.buckets import BucketResult
 from controlplane.schemas import RequestRecord, TenantSLA, WorkerSnapshot
 from controlplane.state import keys
 from controlplane.state.store import StoreUnavailable
+
+log = logging.getLogger("slaplane.state")
 
 # Transcription of policy.request.admission.buckets.take (kept identical by a shared test).
 # The bucket and slot steps are Lua functions so the single-step scripts and the
@@ -462,8 +465,18 @@ class RedisStore:
             await self._call(pubsub.subscribe(keys.EVENTS_CHANNEL))
             while True:
                 msg = await self._call(pubsub.get_message(timeout=1.0))
-                if msg is not None and msg.get("type") == "message":
-                    yield json.loads(msg["data"])
+                if msg is None or msg.get("type") != "message":
+                    continue
+                try:
+                    event = json.loads(msg["data"])
+                except (ValueError, TypeError):
+                    event = None
+                if isinstance(event, dict):
+                    yield event
+                else:  # one bad publisher must not end every subscriber's stream
+                    log.warning(
+                        "skipped a malformed event", extra={"data": repr(msg["data"])[:200]}
+                    )
         finally:
             await pubsub.aclose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -181,3 +182,40 @@ async def test_concurrency_slots(store: Store) -> None:
 def test_open_store_rejects_unknown_scheme() -> None:
     with pytest.raises(ValueError, match="memory://"):
         open_store("postgres://x")
+
+
+async def test_malformed_event_is_skipped_not_fatal(redis_url: str) -> None:
+    """A non-JSON or non-object message on the events channel is skipped; the stream goes
+    on and the next good event arrives (one bad publisher must not end every watcher)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from controlplane.state import keys as k
+
+    store = open_store(redis_url)
+    raw = aioredis.from_url(redis_url)
+    got: list[dict[str, object]] = []
+
+    async def watch() -> None:
+        async for ev in store.subscribe_events():
+            got.append(ev)
+            if ev.get("kind") == "good":
+                return
+
+    task = asyncio.create_task(watch())
+    try:
+        deadline = time.monotonic() + 30.0
+        while not got:  # publish until the subscription is live, then the bad ones
+            assert time.monotonic() < deadline, "subscription never became live"
+            await raw.publish(k.EVENTS_CHANNEL, json.dumps({"kind": "probe"}))
+            await asyncio.sleep(0.05)
+        for bad in (b"{not json", b"[1, 2]", b"42"):
+            await raw.publish(k.EVENTS_CHANNEL, bad)
+        await store.publish_event({"kind": "good"})
+        await asyncio.wait_for(task, 30.0)
+        assert got[-1] == {"kind": "good"} and all(isinstance(e, dict) for e in got)
+    finally:
+        task.cancel()
+        await raw.aclose()
+        await store.close()
