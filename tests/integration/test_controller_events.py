@@ -1,6 +1,7 @@
 """The controller's tenant watcher on real Redis: garbage published on the events
-channel (not JSON, not an object) is counted and skipped, and a tenant change after it
-still wakes the controller."""
+channel (not JSON, not an object) is skipped by the store (it never reaches the
+watcher) and the watcher stays subscribed, so a tenant change after it still wakes the
+controller. (Malformed events that do reach the watcher are counted: unit-tested.)"""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ async def _until(pred: Callable[[], object], what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_garbage_on_the_events_channel_is_counted_and_skipped(redis_url: str) -> None:
+async def test_garbage_on_the_events_channel_is_skipped(redis_url: str) -> None:
     store = open_store(redis_url)
     raw = aioredis.from_url(redis_url)
     s = ControllerSettings(
@@ -52,16 +53,13 @@ async def test_garbage_on_the_events_channel_is_counted_and_skipped(redis_url: s
             assert time.monotonic() < end and not task.done()
             await asyncio.sleep(0.02)
         await raw.publish(keys.EVENTS_CHANNEL, '["not", "an", "object"]')
-        await _until(lambda: malformed() >= 1, "non-object event counted")
         await raw.publish(keys.EVENTS_CHANNEL, "{not json")
-        await _until(lambda: malformed() >= 2 or task.done(), "undecodable event counted")
-        assert not task.done()
-        # the watcher resubscribed; a tenant change wakes the controller again
         while not ctl._wake.is_set():
             assert time.monotonic() < end and not task.done()
             await raw.publish(keys.EVENTS_CHANNEL, '{"kind": "tenant", "tenant": "gold"}')
             await asyncio.sleep(0.05)
-        assert malformed() == 2 and subscribers >= 1
+        assert not task.done() and subscribers >= 1
+        assert malformed() == 0  # skipped below the watcher, not counted as its own failure
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
