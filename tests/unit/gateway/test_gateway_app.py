@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import AsyncIterator
 
@@ -14,19 +13,8 @@ from controlplane.schemas import RateLimit, TenantSLA, WorkerSnapshot
 from controlplane.state import open_store
 from controlplane.state.memory import MemoryStore
 from controlplane.state.store import Store, StoreUnavailable
+from tests.unit.gateway.conftest import AUTH
 from workers.sim.testing import running_sim
-
-KEY = "sk-test-acme"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture
-async def mem() -> AsyncIterator[Store]:
-    s = open_store("memory://")
-    await s.put_tenant(TenantSLA(tenant="acme", ttft_ms=5000, itl_ms=500))
-    await s.put_api_key(hashlib.sha256(KEY.encode()).hexdigest(), "acme")
-    yield s
-    await s.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ clients cannot set ``kv_transfer_params``, and key guessing is bounded and throt
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -17,22 +16,9 @@ from prometheus_client import generate_latest
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.tenants import AuthFailures, TenantDirectory
 from controlplane.gateway.testing import GatewayHandle, running_gateway
-from controlplane.schemas import TenantSLA
-from controlplane.state import open_store
 from controlplane.state.store import Store
+from tests.unit.gateway.conftest import AUTH, KEY
 from workers.sim.testing import running_sim
-
-KEY = "sk-hostile-test"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture
-async def mem() -> AsyncIterator[Store]:
-    s = open_store("memory://")
-    await s.put_tenant(TenantSLA(tenant="acme", ttft_ms=5000, itl_ms=500))
-    await s.put_api_key(hashlib.sha256(KEY.encode()).hexdigest(), "acme")
-    yield s
-    await s.close()
 
 
 @pytest.fixture
