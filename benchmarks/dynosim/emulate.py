@@ -24,13 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from controlplane.profiles import Profile
-from controlplane.replay.accounting import RunSummary, summarise
+from controlplane.replay.accounting import RunSummary
 from controlplane.replay.cluster import Slot
 from controlplane.replay.driver import ControlHook, ReplayConfig, ReplayDriver, RunResult, _Live
-from controlplane.replay.runner import Experiment
-from controlplane.replay.traces import Trace, scale_rate
+from controlplane.replay.runner import Experiment, run_once
+from controlplane.replay.traces import Trace
 from controlplane.schemas import Role, TenantSLA
 from workers.sim import Engine, EngineConfig, FinishedRequest, SimRequest
 
@@ -98,22 +99,11 @@ class _HoldingEngine(Engine):
 class DynoHoldDriver(TracedDriver):
     """``TracedDriver`` whose prefill workers hold requests as DynoSim 1.4.2's do."""
 
-    def __init__(
-        self,
-        cfg: ReplayConfig,
-        trace: Trace,
-        tenants: Sequence[str],
-        slas: Mapping[str, TenantSLA],
-        control: ControlHook | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> None:
-        self._planned = {str(r.index): r.output_tokens for r in trace.requests}
-        super().__init__(cfg, trace, tenants, slas, control, progress)
-
     def _add_slot(self, role: str, now_s: float, ready_s: float) -> Slot:
         slot = super()._add_slot(role, now_s, ready_s)
         if role == Role.PREFILL.value:
-            slot.engine = _HoldingEngine(self.cfg.profile, self.cfg.engine, self._planned)
+            planned = {str(r.index): r.output_tokens for r in self.trace.requests}
+            slot.engine = _HoldingEngine(self.cfg.profile, self.cfg.engine, planned)
         return slot
 
 
@@ -122,22 +112,11 @@ def run_traced(
 ) -> tuple[RunSummary, RunResult, dict[str, Stages]]:
     """``controlplane.replay.runner.run_once`` with a ``TracedDriver`` (``hold``: a
     ``DynoHoldDriver``); returns the stage times too."""
-    cfg = replace(exp.base, policy=policy)
-    trace = scale_rate(exp.trace, rate_scale)
-    control = exp.control(cfg, exp.mix.slas) if exp.control is not None else None
-    cls = DynoHoldDriver if hold else TracedDriver
-    drv = cls(cfg, trace, exp.tenants, exp.mix.slas, control)
-    res = drv.run()
-    summary = summarise(
-        policy,
-        rate_scale,
-        res.outcomes,
-        exp.mix.slas,
-        gpu_seconds=res.gpu_seconds,
-        sim_end_s=res.sim_end_s,
-        wall_s=res.wall_s,
-        planner={"ticks": res.control_ticks, "scale_events": len(res.scale_events)}
-        if control is not None
-        else None,
-    )
-    return summary, res, drv.stages
+    drivers: list[TracedDriver] = []
+
+    def make(*args: Any) -> ReplayDriver:
+        drivers.append((DynoHoldDriver if hold else TracedDriver)(*args))
+        return drivers[-1]
+
+    summary, res = run_once(exp, policy, rate_scale, driver=make)
+    return summary, res, drivers[0].stages

@@ -24,6 +24,12 @@ from controlplane.schemas import TenantSLA
 
 ControlFactory = Callable[[ReplayConfig, Mapping[str, TenantSLA]], ControlHook]
 Progress = Callable[[int], None]
+DriverFactory = Callable[
+    [ReplayConfig, Trace, Sequence[str], Mapping[str, TenantSLA], ControlHook | None,
+     Progress | None],
+    ReplayDriver,
+]  # fmt: skip
+"""Builds the driver of one run (a subclass that records more, in benchmarks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +45,16 @@ class Experiment:
 
 
 def run_once(
-    exp: Experiment, policy: str, rate_scale: float, progress: Progress | None = None
+    exp: Experiment,
+    policy: str,
+    rate_scale: float,
+    progress: Progress | None = None,
+    driver: DriverFactory = ReplayDriver,
 ) -> tuple[RunSummary, RunResult]:
     cfg = replace(exp.base, policy=policy)
     trace = scale_rate(exp.trace, rate_scale)
     control = exp.control(cfg, exp.mix.slas) if exp.control is not None else None
-    res = ReplayDriver(cfg, trace, exp.tenants, exp.mix.slas, control, progress).run()
+    res = driver(cfg, trace, exp.tenants, exp.mix.slas, control, progress).run()
     cap = exp.capacity
     summary = summarise(
         policy,
