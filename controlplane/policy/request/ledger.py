@@ -58,6 +58,10 @@ class LedgerEntry:
     """Counted in ``waiting_by_rank``."""
     _held_key: tuple[int, int] | None = field(default=None, repr=False)
 
+    @property
+    def held(self) -> bool:
+        return self._held_key is not None
+
 
 class RequestLedger:
     def __init__(self) -> None:
@@ -83,10 +87,6 @@ class RequestLedger:
     def held_count(self) -> int:
         return self._held_n
 
-    def is_held(self, request_id: str) -> bool:
-        e = self._entries.get(request_id)
-        return e is not None and e._held_key is not None
-
     def best_held(self) -> str | None:
         """The held request to re-judge first: best priority, then earliest held."""
         heap = self._held
@@ -97,9 +97,6 @@ class RequestLedger:
                 return rid
             heapq.heappop(heap)
         return None
-
-    def held_ids(self) -> list[str]:
-        return [rid for rid, e in self._entries.items() if e._held_key is not None]
 
     def expired(self, now_s: float) -> list[str]:
         """Held requests whose hold deadline has passed, oldest first."""
@@ -201,9 +198,7 @@ class RequestLedger:
         if e is None or e.route is None or e.route.prefill is None:
             return
         self._not_unstarted(e)
-        if e.pending:
-            self._add_pending(e.pending, -e.uncached)
-            e.pending = ""
+        self._release_pending(e)
         if e.on_prefill:
             self.inflight[e.route.prefill] = self.inflight.get(e.route.prefill, 0) - 1
             e.on_prefill = False
@@ -213,25 +208,17 @@ class RequestLedger:
         if e is None:
             return
         self._not_unstarted(e)
-        if e.pending:
-            self._add_pending(e.pending, -e.uncached)
-            e.pending = ""
-        if e.waiting:
-            e.waiting = False
-            self.waiting_by_rank[e.rank] = self.waiting_by_rank.get(e.rank, 0) - 1
+        self._release_pending(e)
+        self._release_waiting(e)
 
     def finish(self, request_id: str) -> None:
         """Any end of the request: release everything it still holds. Idempotent."""
+        self.unhold(request_id)
         e = self._entries.pop(request_id, None)
         if e is None:
             return
-        if e._held_key is not None:
-            e._held_key = None
-            self._held_n -= 1
         self._release_route(e)
-        if e.waiting:
-            e.waiting = False
-            self.waiting_by_rank[e.rank] = self.waiting_by_rank.get(e.rank, 0) - 1
+        self._release_waiting(e)
 
     # --- internals -------------------------------------------------------------
     def _entry(self, request_id: str, rank: int) -> LedgerEntry:
@@ -243,6 +230,16 @@ class RequestLedger:
     def _add_pending(self, worker: str, tokens: int) -> None:
         p = self.pending_prefill_tokens
         p[worker] = p.get(worker, 0) + tokens
+
+    def _release_pending(self, e: LedgerEntry) -> None:
+        if e.pending:
+            self._add_pending(e.pending, -e.uncached)
+            e.pending = ""
+
+    def _release_waiting(self, e: LedgerEntry) -> None:
+        if e.waiting:
+            e.waiting = False
+            self.waiting_by_rank[e.rank] = self.waiting_by_rank.get(e.rank, 0) - 1
 
     def _not_unstarted(self, e: LedgerEntry) -> None:
         entries = self._by_worker.get(e.first)
@@ -256,9 +253,7 @@ class RequestLedger:
         if r is None:
             return
         self._not_unstarted(e)
-        if e.pending:
-            self._add_pending(e.pending, -e.uncached)
-            e.pending = ""
+        self._release_pending(e)
         if e.on_prefill and r.prefill is not None:
             self.inflight[r.prefill] = self.inflight.get(r.prefill, 0) - 1
         if e.on_decode:

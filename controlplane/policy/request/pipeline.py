@@ -117,7 +117,7 @@ class RequestPipeline:
             return Decision(rid, ADMIT, d, drain_s)
         ledger = self.ledger
         entry = ledger.get(rid)
-        held = entry is not None and ledger.is_held(rid)
+        held = entry is not None and entry.held
         adm = self.admission
         sat = 0.0
         if adm.params.queue.max_size > 0:
