@@ -455,14 +455,16 @@ def diff(model: float | None, live: float | None) -> float | None:
     return (model - live) / live
 
 
-def table(results: Sequence[PathResult], tolerance: float = 0.15) -> str:
-    """Markdown: one row per metric, one column per path, then each replay's difference
-    from each live path (marked when outside ``tolerance``)."""
+def comparison(
+    results: Sequence[PathResult], tolerance: float | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows: one row per metric, one column per path, then each replay's
+    difference from each live path (marked ✗ outside ``tolerance``, when given)."""
     replays = [r for r in results if r.name.startswith("replay")]
     lives = [r for r in results if not r.name.startswith("replay")]
     head = ["metric", *[r.name for r in results]]
     head += [f"{a.name} vs {b.name}" for a in replays for b in lives]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for m in ("ttft_ms", "tpot_ms"):
         for q in (50, 90):
             row = [f"{m.split('_')[0].upper()} p{q} (ms)"]
@@ -470,9 +472,17 @@ def table(results: Sequence[PathResult], tolerance: float = 0.15) -> str:
             for a in replays:
                 for b in lives:
                     d = diff(a.pct(m, q), b.pct(m, q))
-                    mark = "" if d is None or abs(d) <= tolerance else " ✗"
-                    row.append("-" if d is None else f"{100 * d:+.1f} %{mark}")
-            lines.append("| " + " | ".join(row) + " |")
+                    off = tolerance is not None and d is not None and abs(d) > tolerance
+                    row.append("-" if d is None else f"{100 * d:+.1f} %{' ✗' if off else ''}")
+            rows.append(row)
+    return head, rows
+
+
+def table(results: Sequence[PathResult], tolerance: float = 0.15) -> str:
+    """Markdown of ``comparison``, plus completed / errors per path."""
+    head, rows = comparison(results, tolerance)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     n = ["completed / errors", *[f"{len(r.samples)} / {r.errors}" for r in results]]
     n += [""] * (len(head) - len(n))
     lines.append("| " + " | ".join(n) + " |")
@@ -589,17 +599,8 @@ def page_result(results: Sequence[PathResult], trace: Trace, args: argparse.Name
     """The results-page section: each replay against each live path, p50/p90, 15 % goal."""
     replays = [r for r in results if r.name.startswith("replay")]
     lives = [r for r in results if not r.name.startswith("replay")]
-    rows: list[list[Any]] = []
+    cols, rows = comparison(results)
     head: list[Headline] = []
-    for m in ("ttft_ms", "tpot_ms"):
-        for q in (50, 90):
-            row: list[Any] = [f"{m.split('_')[0].upper()} p{q} (ms)"]
-            row += [_f(r.pct(m, q)) for r in results]
-            for a in replays:
-                for b in lives:
-                    d = diff(a.pct(m, q), b.pct(m, q))
-                    row.append("-" if d is None else f"{100 * d:+.1f} %")
-            rows.append(row)
     cond = (f"{len(trace.requests)} requests, window {args.window} x{args.rate_scale}, "
             f"profile {args.profile}, 1P+1D")  # fmt: skip
     for b in lives:
@@ -619,8 +620,6 @@ def page_result(results: Sequence[PathResult], trace: Trace, args: argparse.Name
             baseline=f"live {b.name}: {_f(b.pct('ttft_ms', 50))} / {_f(b.pct('tpot_ms', 50))} ms",
             goal="within 15 %", met=abs(t) <= 0.15 and abs(d) <= 0.15, conditions=cond,
         ))  # fmt: skip
-    cols = ["metric", *[r.name for r in results]]
-    cols += [f"{a.name} vs {b.name}" for a in replays for b in lives]
     notes = [
         f"{r.name}: load average {r.extra['loadavg_before'][0]:.1f} before, "
         f"{r.extra['loadavg_after'][0]:.1f} after; {len(r.samples)} done, {r.errors} errors"
