@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
@@ -18,13 +17,6 @@ from controlplane.state import keys, open_store
 
 C = "ctl-events"
 DEADLINE_S = 30.0
-
-
-async def _until(pred: Callable[[], object], what: str) -> None:
-    end = time.monotonic() + DEADLINE_S
-    while not pred():
-        assert time.monotonic() < end, f"not met in {DEADLINE_S}s: {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_garbage_on_the_events_channel_is_skipped(redis_url: str) -> None:

@@ -13,11 +13,11 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 
+from controlplane.gateway.testing import until
 from controlplane.state import open_store
 from tests.conftest import RedisServer
 from tests.unit.vllm_plugin.vllm_metrics import Clock, PageSource, VllmMetrics, random_stats
@@ -27,14 +27,6 @@ from workers.vllm_plugin.accumulator import StatsAccumulator, StepSample, step_f
 from workers.vllm_plugin.publisher import Publisher
 
 DEADLINE_S = 30.0
-
-
-async def _until(cond: Callable[[], bool], what: str) -> None:
-    end = time.monotonic() + DEADLINE_S
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 MODEL = "tiny-llama"
@@ -97,7 +89,7 @@ async def test_plugin_thread_rides_out_a_redis_outage(
     try:
         pub.acc.observe(StepSample(generation_tokens=1))
         pub.notify()
-        await _until(lambda: pub.published_total >= 1, "a first publish")
+        await until(lambda: pub.published_total >= 1, DEADLINE_S, "a first publish")
         server.stop()
         published = pub.published_total
         steps = 1
