@@ -42,7 +42,8 @@ class LruCache(OrderedDict[str, tuple[float, T | None]]):
         super().__init__()
         self.max_entries = max_entries
 
-    def get_fresh(self, key: str) -> tuple[float, T | None] | None:
+    def lookup(self, key: str) -> tuple[float, T | None] | None:
+        """The entry, marked as recently used (its expiry is the caller's to judge)."""
         hit = self.get(key)
         if hit is not None:
             self.move_to_end(key)
@@ -76,8 +77,11 @@ class AuthFailures:
         return min(self.burst, tokens + (now_s - ts) * self.rate_s)
 
     def check(self, client: str, now_s: float) -> None:
-        if client in self._buckets and self._level(client, now_s) < 1.0:
-            wait = (1.0 - self._level(client, now_s)) / self.rate_s
+        if client not in self._buckets:
+            return
+        level = self._level(client, now_s)
+        if level < 1.0:
+            wait = (1.0 - level) / self.rate_s
             raise RateLimited(
                 "Too many failed authentications from this address.",
                 code="auth_rate_limited",
@@ -129,7 +133,7 @@ class TenantDirectory:
         op: str,
     ) -> T | None:
         now = time.monotonic()
-        hit = cache.get_fresh(key)
+        hit = cache.lookup(key)
         if hit is not None and hit[0] > now:
             return hit[1]
         try:
