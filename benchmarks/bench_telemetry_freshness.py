@@ -402,8 +402,8 @@ async def run_one(n: int, interval_ms: int, duration_s: float, redis_url: str) -
 
 def micro_costs() -> dict[str, float]:
     """In-process CPU cost (ms) of the pure parts, per scrape, on the real 55 kB page."""
-    from workers.agent.derive import DeriveState, Identity, derive
     from workers.agent.parse import PageParser, parse_page
+    from workers.telemetry.derive import DeriveState, Identity, derive
 
     tpl = PageTemplate(IDLE_PAGE.read_text())
     pages = [tpl.render(k, True).decode() for k in range(1, 201)]
