@@ -69,7 +69,8 @@ def _pd_main(
         asyncio.run(
             run_pd_plan(prefill_url, decode_url, model, plan, ckpt, repeats=repeats,
                         decode_tokens=decode_tokens, joins=joins, timeout_s=timeout_s,
-                        console=console, quiet=quiet, with_co_load=co_load)
+                        console=console, quiet=quiet, with_co_load=co_load,
+                        max_model_len=max_model_len)
         )  # fmt: skip
     except (RuntimeError, OSError, TimeoutError) as exc:
         console.print(f"[red]profile stopped:[/red] {exc}  (resume with the same command)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import statistics
 import time
 import zlib
@@ -64,6 +65,8 @@ def _seed(point: Point, seed: int) -> int:
 
 QUIET_WINDOW_S = 0.3
 """Baseline window of each ``pd_join`` round: the background batch's own steps."""
+JOIN_COUNT_WAIT_S = 5.0
+"""How long ``pd_join`` waits for the decode worker's /metrics to count its joins."""
 
 
 def hist_sum_count(text: str, family: str) -> tuple[float, float]:
@@ -103,10 +106,12 @@ async def _join_round(
     joins: int,
     decode_tokens: int,
     seed: int,
-) -> float | None:
+) -> tuple[float | None, str, float]:
     """One round of ``pd_join`` (``docs/pd-profiling.md``): ms by which the step admitting a
-    remote-KV request exceeds the background batch's own step, or None when the joins
-    did not all run while the whole background batch was decoding."""
+    remote-KV request exceeds the background batch's own step, or None and the reason
+    when the joins did not all run while the whole background batch was decoding; and
+    how many times longer than the streams the round's window was (streams ending early
+    are lengthened by that much next round)."""
     handles = []
     for j in range(joins):  # the prefill side first: its time must not overlap the window
         _, params = await prefill_handoff(session, prefill_url, model, point.tokens, seed + j)
@@ -142,22 +147,35 @@ async def _join_round(
             await timed_completion(
                 session, decode_url, model, point.tokens, 1, seed + j, kv_transfer_params=params
             )
+        t_end = time.perf_counter()  # the window: the joins ran beside the batch until now
         m2 = await _scrape(session, decode_url)
-        t_end = time.perf_counter()
+        # vLLM's /metrics can trail the responses: wait (bounded) until every join's
+        # prefill is counted, instead of throwing the round away for a late page
+        wait_until = time.perf_counter() + JOIN_COUNT_WAIT_S
+        while m2[3] - m1[3] < joins and time.perf_counter() < wait_until:
+            await asyncio.sleep(0.05)
+            m2 = await _scrape(session, decode_url)
     finally:
         streams = await bg
-    if min(s.end_s for s in streams) <= t_end:
-        return None  # a background stream ended inside the window
+    start = min(st.start_s for st in streams)
+    end = min(st.end_s for st in streams)
+    overrun = (t_end - start) / max(1e-3, end - start)
+    if end <= t_end:
+        return None, ENDED_EARLY, overrun
     d_itl, n_itl = m1[0] - m0[0], m1[1] - m0[1]
     d_pf, n_pf = m2[2] - m1[2], m2[3] - m1[3]
-    if n_itl < 1 or n_pf != joins:
-        return None
-    return (d_pf / n_pf - d_itl / n_itl) * 1000.0
+    if n_itl < 1:
+        return None, "no background decode step in the quiet window", overrun
+    if n_pf != joins:
+        return None, f"/metrics counted {n_pf:g} of {joins} joins", overrun
+    return (d_pf / n_pf - d_itl / n_itl) * 1000.0, "", overrun
 
 
-MAX_DECODE_GROWTH = 4
-"""``pd_join`` doubles the background streams' length after a round whose streams ended
-too soon, up to this many times ``--decode-tokens``."""
+ENDED_EARLY = "a background stream ended before the joins landed"
+GROWTH_MARGIN = 1.5
+"""After a round whose background streams ended too soon, the next round's streams are
+this much longer than the window measured (at least twice as long), up to what
+``--max-model-len`` leaves after their prompt."""
 
 CO_PROMPT_TOKENS = 1400
 """Prompt of the co-load on the prefill worker (a typical Azure code prompt)."""
@@ -213,6 +231,7 @@ async def measure_pd(
     joins: int,
     seed: int,
     with_co_load: bool = False,
+    max_model_len: int = 4096,
 ) -> Result:
     """Measure one P/D point (``docs/pd-profiling.md``); latency_ms is the raw median. With
     ``with_co_load`` the other engine is kept busy meanwhile (``co_load``), except for
@@ -224,6 +243,7 @@ async def measure_pd(
             return await measure_pd(
                 session, prefill_url, decode_url, model, point, repeats=repeats,
                 decode_tokens=decode_tokens, joins=joins, seed=seed,
+                max_model_len=max_model_len,
             )  # fmt: skip
     base = _seed(point, seed)
     if point.phase == "pd_save":
@@ -257,24 +277,29 @@ async def measure_pd(
     if point.phase != "pd_join":
         raise ValueError(f"not a P/D point: {point}")
     per_join: list[float] = []
+    why: list[str] = []
     tokens = decode_tokens
     for k in range(3 * repeats):
         if len(per_join) == repeats:
             break
-        stretch = await _join_round(
+        stretch, reason, overrun = await _join_round(
             session, prefill_url, decode_url, model, point, joins=joins,
             decode_tokens=tokens, seed=base + k * 10_000,
         )  # fmt: skip
         if stretch is not None:
             per_join.append(stretch)
-        elif tokens < MAX_DECODE_GROWTH * decode_tokens:
-            # a fast engine finished its background streams before the joins landed:
-            # give the next round longer streams rather than fail the whole profile
-            tokens *= 2
+            continue
+        why.append(reason)
+        if reason == ENDED_EARLY:
+            # a fast engine (or slow /metrics on a loaded host) let the background streams
+            # end before the joins landed: size the next round's streams from this one
+            # rather than fail the whole profile
+            grown = math.ceil(tokens * max(2.0, overrun * GROWTH_MARGIN))
+            tokens = min(grown, max_model_len - BG_PROMPT_TOKENS - 1)
     if not per_join:
         raise RuntimeError(
-            f"P/D point {point.key}: no join landed inside the background streams; "
-            "raise --decode-tokens"
+            f"P/D point {point.key}: no join landed inside the background streams "
+            f"({'; '.join(why)}); raise --decode-tokens"
         )
     return Result(point.phase, point.batch, point.tokens, statistics.median(per_join),
                   len(per_join))  # fmt: skip
@@ -360,12 +385,15 @@ async def run_pd_plan(
     quiet: bool = False,
     seed: int = 0,
     with_co_load: bool = False,
+    max_model_len: int = 4096,
 ) -> str:
     """Measure every P/D point not in the checkpoint (progress bar as ``run_plan``)."""
     p_url, d_url = prefill_url.rstrip("/"), decode_url.rstrip("/")
     async with aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=timeout_s),
-        connector=aiohttp.TCPConnector(limit=0),
+        # drop pooled connections before the server's 5 s keep-alive does: reusing one it
+        # just closed fails with ServerDisconnected between long pd_join rounds
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2.0),
     ) as session:
         model_id = model or await discover_model(session, d_url)
 
@@ -373,6 +401,7 @@ async def run_pd_plan(
             return await measure_pd(
                 session, p_url, d_url, model_id, p, repeats=repeats,
                 decode_tokens=decode_tokens, joins=joins, seed=seed, with_co_load=with_co_load,
+                max_model_len=max_model_len,
             )  # fmt: skip
 
         await measure_points(plan, ckpt, one, label="P/D profiling", console=console, quiet=quiet)
